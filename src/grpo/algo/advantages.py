@@ -1,0 +1,82 @@
+"""Group-relative advantage estimation (DeepSeekMath, arXiv 2402.03300, section 4.1.2-4.1.3).
+
+No value network: the baseline is the group's own mean reward. Rows are laid out prompt-major,
+each prompt's `group_size` completions contiguous: row i belongs to group i // group_size.
+Math runs in at least float32. A group whose rewards are all equal gets advantage exactly 0
+(never NaN, whatever eps), so it contributes no policy gradient.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _check_groups(n_rows: int, group_size: int, eps: float) -> None:
+    if group_size < 2:
+        raise ValueError(f"group_size must be >= 2 to form a baseline, got {group_size}")
+    if n_rows % group_size != 0:
+        raise ValueError(f"number of rows {n_rows} is not divisible by group_size {group_size}")
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+
+
+def _float32_at_least(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def outcome_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> Tensor:
+    """Outcome supervision: one reward per output, normalised inside its group.
+
+        A_i = (r_i - mean(r_group)) / (std(r_group) + eps)     (scale=True)
+        A_i =  r_i - mean(r_group)                             (scale=False, Dr. GRPO)
+
+    std is the sample std (Bessel's correction, as `torch.std`). Every token of output i gets A_i.
+
+    rewards: [N], N = prompts * group_size. Returns [N] (float32, or float64 if rewards are).
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be 1-D [N], got shape {tuple(rewards.shape)}")
+    _check_groups(rewards.shape[0], group_size, eps)
+    r = _float32_at_least(rewards).view(-1, group_size)  # [P, G]
+    centered = r - r.mean(dim=1, keepdim=True)  # [P, G]
+    if scale:
+        centered = centered / (r.std(dim=1, keepdim=True) + eps)
+    constant = (r == r[:, :1]).all(dim=1, keepdim=True)  # [P, 1]
+    return torch.where(constant, torch.zeros_like(centered), centered).view(-1)
+
+
+def process_advantages(step_rewards: Tensor, step_end_mask: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
+    """Process supervision: step rewards normalised over the whole group, summed from t onwards.
+
+        r~_i^index(j) = (r_i^index(j) - mean(R)) / (std(R) + eps)    R: all step rewards of the group
+        A_it = sum over steps j of row i with index(j) >= t of r~_i^index(j)
+
+    std is the sample std (Bessel); a group with a single step reward, or all equal, gets 0.
+    A group with no marked step gets all zeros. A_it = 0 after the row's last step.
+
+    step_rewards:  [N, T] float, step j's reward at the token index(j) where it ends.
+    step_end_mask: [N, T] bool, True at those tokens; unmarked entries of step_rewards are ignored.
+    Returns [N, T] (float32, or float64 if step_rewards are).
+    """
+    if step_rewards.dim() != 2 or step_rewards.shape != step_end_mask.shape:
+        raise ValueError(
+            "step_rewards and step_end_mask must both be [N, T], got "
+            f"{tuple(step_rewards.shape)} and {tuple(step_end_mask.shape)}"
+        )
+    n_rows, T = step_rewards.shape
+    _check_groups(n_rows, group_size, eps)
+    is_end = step_end_mask.bool().view(-1, group_size * T)  # [P, G*T]
+    r = _float32_at_least(step_rewards).view(-1, group_size * T)  # [P, G*T]
+    r = torch.where(is_end, r, torch.zeros_like(r))  # unmarked entries -> 0, whatever they held
+    count = is_end.sum(dim=1, keepdim=True)  # [P, 1] steps in the group
+    mean = r.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    sq_dev = torch.where(is_end, (r - mean) ** 2, torch.zeros_like(r))
+    std = (sq_dev.sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()  # 0 when count <= 1
+    big = torch.finfo(r.dtype).max
+    constant = torch.where(is_end, r, -big).amax(dim=1, keepdim=True) == torch.where(is_end, r, big).amin(
+        dim=1, keepdim=True
+    )  # [P, 1]: all step rewards equal (or a single one)
+    normalised = torch.where(is_end & ~constant, (r - mean) / (std + eps), torch.zeros_like(r))
+    normalised = normalised.view(n_rows, T)  # [N, T]
+    return normalised.flip(1).cumsum(1).flip(1)  # reverse cumsum: sum over index(j) >= t

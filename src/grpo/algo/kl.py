@@ -1,0 +1,48 @@
+"""Per-token estimators of KL(pi_theta || pi_ref) from log-probs of the sampled tokens.
+
+With d = ref_logp - logp = log(pi_ref / pi_theta), for tokens sampled from pi_theta
+(Schulman, "Approximating KL divergence", 2020):
+
+    k1 = -d                    unbiased, can be negative per token
+    k2 = 0.5 * d^2             biased, >= 0
+    k3 = exp(d) - d - 1        unbiased, >= 0; the estimator DeepSeekMath uses (eq. 4)
+
+All take logp, ref_logp of the same shape and return that shape, in their dtype
+(`grpo_loss` casts to float32 before calling).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+
+def k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k1 = log(pi_theta / pi_ref) = logp - ref_logp."""
+    return logp - ref_logp
+
+
+def k2(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k2 = 0.5 * (logp - ref_logp)^2."""
+    return 0.5 * (logp - ref_logp) ** 2
+
+
+def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
+    """k3 = pi_ref/pi_theta - log(pi_ref/pi_theta) - 1 = exp(d) - d - 1, d = ref_logp - logp.
+
+    Written as expm1(d) - d: the same value, without the cancellation of exp(d) - 1 near d = 0.
+    """
+    d = ref_logp - logp
+    return torch.expm1(d) - d
+
+
+KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"k1": k1, "k2": k2, "k3": k3}
+
+
+def kl_estimator(name: str) -> Callable[[Tensor, Tensor], Tensor]:
+    """The estimator called `name` ("k1", "k2" or "k3")."""
+    if name not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {name!r}; valid choices: {sorted(KL_ESTIMATORS)}")
+    return KL_ESTIMATORS[name]

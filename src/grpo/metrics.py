@@ -1,0 +1,27 @@
+"""Evaluation metrics over k sampled answers per question (the paper's Pass@K and Maj@K)."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import torch
+from torch import Tensor
+
+
+def pass_at_k(correct: Tensor) -> Tensor:
+    """correct [P, k] bool -> [P] float: 1 where at least one of the k samples is right."""
+    return correct.any(-1).float()
+
+
+def majority_answer(answers: list[str | None]) -> str | None:
+    """Most frequent non-None answer (ties: the one seen first); None if there is none."""
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == top)
+
+
+def maj_at_k(answers: list[list[str | None]], truths: list[str]) -> Tensor:
+    """answers: P lists of k extracted answers; truths: P answers -> [P] float, 1 where the vote is right."""
+    return torch.tensor([float(majority_answer(a) == t) for a, t in zip(answers, truths)])

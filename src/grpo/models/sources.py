@@ -1,0 +1,108 @@
+"""Where the policy comes from: the `model` config group.
+
+- `TinyPolicy` (conf/model/tiny.yaml, the default): a tiny Llama/Qwen2-shaped model and a char
+  tokenizer, built offline and warm-started by supervised training on the task; the result is
+  cached under `cache_dir` (keyed by everything that shapes it) and reused by later runs.
+- `PretrainedPolicy` (conf/model/hf.yaml): any transformers causal LM and its tokenizer, by hub id
+  or local directory (e.g. a previous run's `export/`).
+Both return `(model, tokenizer)` from `load(task)`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import string
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from grpo.models.tiny import build_tiny_model, tiny_config
+from grpo.models.tokenizer import build_char_tokenizer
+from grpo.models.warmstart import train_warm_start
+
+log = logging.getLogger(__name__)
+
+PRINTABLE = string.printable  # alphabet of the char tokenizer for tasks that do not restrict it
+
+
+class TinyPolicy:
+    def __init__(
+        self,
+        arch: str = "llama",
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int = 512,
+        max_position_embeddings: int = 256,
+        warmstart_steps: int = 1000,
+        warmstart_batch_size: int = 64,
+        warmstart_lr: float = 1e-3,
+        seed: int = 0,
+        cache_dir: str = "outputs/cache",
+    ):
+        self.arch_kwargs = dict(
+            arch=arch,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_position_embeddings,
+        )
+        self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
+        self.cache_dir = Path(cache_dir)
+
+    def cache_path(self, task_key: str) -> Path:
+        key = json.dumps([self.arch_kwargs, self.warmstart, task_key], sort_keys=True)
+        return self.cache_dir / f"warmstart-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+    def load(self, task, task_key: str = ""):
+        """(model, tokenizer); `task_key` names the task's settings, so that another task gets its own cache."""
+        path = self.cache_path(task_key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):  # one process builds, the others (other ranks, parallel jobs) wait
+            if not (path / "config.json").exists():
+                self._build(task, path)
+        return load_pretrained(str(path))
+
+    def _build(self, task, path: Path) -> None:
+        tokenizer = build_char_tokenizer(task.alphabet or PRINTABLE)
+        model = build_tiny_model(tiny_config(tokenizer, **self.arch_kwargs), seed=self.warmstart["seed"])
+        if self.warmstart["steps"] > 0:
+            log.info("Warm start: %d supervised steps, cached at %s for later runs", self.warmstart["steps"], path)
+            train_warm_start(model, tokenizer, task, log_dir=str(path.parent), **self.warmstart)
+        tmp = path.with_name(path.name + ".tmp")
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.replace(tmp, path)  # atomic: a crash mid-way never leaves a half-written cache
+
+
+class PretrainedPolicy:
+    def __init__(self, name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+        self.name_or_path, self.dtype, self.trust_remote_code = name_or_path, dtype, trust_remote_code
+
+    def load(self, task, task_key: str = ""):
+        return load_pretrained(self.name_or_path, self.dtype, self.trust_remote_code)
+
+
+def load_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """(model, tokenizer) from a hub id or local directory, with a clear error when neither exists."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+        )
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"Could not load a causal LM from model.name_or_path={name_or_path!r}: it is neither a local "
+            "directory holding a transformers model (config.json, weights, tokenizer) nor a hub id that can be "
+            f"reached from here. Pass a local path, e.g. model.name_or_path=outputs/<run>/export. ({err})"
+        ) from err
+    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is always masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return model, tokenizer

@@ -1,0 +1,1 @@
+"""Reward sources: the `reward` config group. Each maps (problems, completions) to rewards."""

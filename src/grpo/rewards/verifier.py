@@ -1,0 +1,25 @@
+"""Rewards from the task's own checker: final answer right (outcome) or each step right (process)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+class VerifierReward:
+    """Outcome reward 1.0 / 0.0 from `task.verify`; step rewards from `task.step_rewards`."""
+
+    def __init__(self, task=None):
+        self.task = task
+
+    def bind(self, task) -> "VerifierReward":
+        self.task = task
+        return self
+
+    def outcome(self, problems, completions: list[str]) -> Tensor:
+        """[N] float rewards, one per completion."""
+        return torch.tensor([float(self.task.verify(p, c)) for p, c in zip(problems, completions)])
+
+    def steps(self, problems, completions: list[str]) -> list[list[tuple[int, float]]]:
+        """Per completion: (index of the step's last character in the completion text, reward) per step."""
+        return [self.task.step_rewards(p, c) for p, c in zip(problems, completions)]

@@ -1,0 +1,9 @@
+"""Tasks: problem sources with outcome (`verify`) and process (`step_rewards`) checkers."""
+
+from .arithmetic import ArithmeticTask, needs_carry_or_borrow
+from .base import Problem, Task
+from .gsm8k import GSM8KTask, normalize_number
+
+TASKS: dict[str, type[Task]] = {"arithmetic": ArithmeticTask, "gsm8k": GSM8KTask}
+
+__all__ = ["TASKS", "ArithmeticTask", "GSM8KTask", "Problem", "Task", "needs_carry_or_borrow", "normalize_number"]

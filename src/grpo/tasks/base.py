@@ -1,0 +1,53 @@
+"""The task interface the rollout and reward code rely on."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: what the model sees, the canonical answer and a correct worked solution."""
+
+    prompt: str  # text the model sees, e.g. "Q:7*3+12-5="
+    answer: str  # canonical final answer, e.g. "28"
+    solution: str  # a correct worked solution (completion target), e.g. "7*3=21;21+12=33;33-5=28;A:28"
+
+
+class Task(ABC):
+    """A source of problems plus an outcome checker and a process (per-step) checker.
+
+    Completions passed to `extract_answer`, `verify` and `step_rewards` are the generated
+    text after the prompt (special tokens stripped); they may be any string, and these
+    methods must never raise on them.
+    """
+
+    alphabet: str | None = None  # characters a char-level tokenizer must cover (None: any)
+
+    @abstractmethod
+    def train_problems(self) -> list[Problem]:
+        """The training pool (shares no prompt with the held-out split)."""
+
+    @abstractmethod
+    def heldout_problems(self) -> list[Problem]:
+        """The held-out evaluation split."""
+
+    @abstractmethod
+    def sft_examples(self, n: int, seed: int) -> list[tuple[str, str]]:
+        """`n` (prompt, completion) pairs from the train pool for a supervised warm start."""
+
+    @abstractmethod
+    def extract_answer(self, completion: str) -> str | None:
+        """The final answer the completion states (normalised), None if it states none."""
+
+    def verify(self, problem: Problem, completion: str) -> bool:
+        """True iff the completion's final answer equals the problem's answer."""
+        return self.extract_answer(completion) == problem.answer
+
+    @abstractmethod
+    def step_rewards(self, problem: Problem, completion: str) -> list[tuple[int, float]]:
+        """Per reasoning step: (index of the step's last character in `completion`, 1.0 right / 0.0 wrong).
+
+        Empty list if the completion has no recognisable step.
+        """
