@@ -8,16 +8,23 @@
 Returns the held-out greedy accuracy after training (the metric a sweep optimises).
 """
 
+import sys
+
 import hydra
 from omegaconf import DictConfig
 
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:
+    from grpo.distributed import hydra_job_scope
     from grpo.pipeline import run
 
-    return run(cfg)
+    with hydra_job_scope():  # multi-process strategies under -m: each job launches its own processes, for itself
+        return run(cfg)
 
 
 if __name__ == "__main__":
+    from grpo.distributed import launched_rank_argv
+
+    sys.argv = launched_rank_argv(sys.argv)  # unchanged except in processes Lightning launched for a Hydra job
     main()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from grpo.algo.kl import KL_ESTIMATORS
 from grpo.algo.loss import AGGREGATIONS, RATIO_LEVELS
@@ -16,7 +16,11 @@ class ConfigError(ValueError):
 
 def check_config(cfg: DictConfig) -> None:
     g = cfg.grpo
-    problems = []
+    problems = [
+        f"{key} is required: set it on the command line, e.g. {key}=<value>"
+        for key in sorted(OmegaConf.missing_keys(cfg))
+        if not key.startswith("hydra")
+    ]
     if g.group_size < 2:
         problems.append(f"grpo.group_size={g.group_size}: a group needs at least 2 outputs to have a baseline; use e.g. grpo.group_size=8")
     if g.prompts_per_step < 1:

@@ -14,10 +14,10 @@ import time
 
 import lightning as L
 import torch
-from lightning.pytorch.utilities import grad_norm
 from torchmetrics import MeanMetric
 
 from grpo.algo.loss import grpo_loss
+from grpo.distributed import configure_for_strategy, generation_context, total_grad_norm
 from grpo.metrics import maj_at_k, pass_at_k
 from grpo.rollout.collect import evaluating
 from grpo.rollout.logprobs import completion_logprobs
@@ -85,9 +85,9 @@ class GRPOModule(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
-        norms = grad_norm(self.policy, norm_type=2)
-        if norms:
-            self.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=False, on_epoch=True, sync_dist=True)
+        norm = total_grad_norm(self.policy.parameters())  # the full model's, also with sharded (FSDP2) gradients
+        if norm is not None:  # None under DeepSpeed ZeRO, which keeps gradients in its own buffers
+            self.log("train/grad_norm", norm, on_step=False, on_epoch=True, sync_dist=True)
 
     def on_train_epoch_end(self) -> None:
         self.log("perf/update_time_s", time.perf_counter() - self._update_start, on_step=False, on_epoch=True, sync_dist=True)
@@ -98,10 +98,20 @@ class GRPOModule(L.LightningModule):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
 
+    # ---- scaling out (grpo.distributed)
+    def configure_model(self) -> None:
+        """Prepare for the strategy: FSDP2 shards the policy (and frozen models) per decoder layer, then the root;
+        DDP leaves the frozen models out of gradient sync; one device and DeepSpeed need nothing."""
+        configure_for_strategy(self, self.trainer.strategy)
+
+    def unsharded_policy(self):
+        """Context for generation: a sharded policy's parameters gathered once, not once per decoded token."""
+        return generation_context(self.policy, self._trainer.strategy if self._trainer is not None else None)
+
     # ---- held-out evaluation: greedy accuracy, and pass@k / maj@k over k sampled answers
     def generate(self, problems, temperature: float, num_samples: int = 1, generator=None) -> list[str]:
         enc = self.tokenizer([p.prompt for p in problems], padding=True, return_tensors="pt", add_special_tokens=False)
-        with evaluating(self.policy):
+        with evaluating(self.policy), self.unsharded_policy():
             out = sample(
                 self.policy,
                 enc.input_ids.to(self.device),
@@ -139,6 +149,6 @@ class GRPOModule(L.LightningModule):
         if not self.log_samples or not samples or not self.trainer.is_global_zero or not hasattr(experiment, "add_text"):
             return
         rows = ["| prompt | completion | reward |", "|---|---|---|"]
-        for prompt, completion, reward in samples[: self.log_samples]:
-            rows.append(f"| `{prompt}` | `{completion}` | {reward:.2f} |")
+        for problem, completion, reward in samples[: self.log_samples]:
+            rows.append(f"| `{problem.prompt}` | `{completion}` | {reward:.2f} |")
         experiment.add_text("rollout/samples", "\n".join(rows), self.global_step)

@@ -49,7 +49,7 @@ class RolloutDataModule(L.LightningDataModule):
         self.sampling = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         self.val_prompts, self.val_batch_size, self.seed = val_prompts, val_batch_size, seed
         self.last_stats: dict[str, float] = {}
-        self.last_samples: list[tuple[str, str, float]] = []
+        self.last_samples: list = []  # (Problem, completion, reward) of the latest rollout, this rank
 
     # ---- which questions
     def setup(self, stage: str | None = None) -> None:
@@ -92,19 +92,20 @@ class RolloutDataModule(L.LightningDataModule):
         epoch = self.trainer.current_epoch
         rank, world = self._rank_world()
         generator = torch.Generator(device="cpu").manual_seed(self.seed * 1_000_003 + epoch * 1009 + rank)
-        rollout, self.last_stats, self.last_samples = collect_rollout(
-            module.policy,
-            module.reference if module.beta > 0 else None,
-            module.tokenizer,
-            self.questions(epoch, rank, world),
-            module.reward,
-            self.task,
-            group_size=self.group_size,
-            generator=generator,
-            need_old_logp=self.updates_per_rollout > 1,  # with a single on-policy update rho == 1: skip pi_old
-            **self.advantage_kwargs,
-            **self.sampling,
-        )
+        with module.unsharded_policy():  # sharded strategies: the policy gathered once for the whole rollout
+            rollout, self.last_stats, self.last_samples = collect_rollout(
+                module.policy,
+                module.reference if module.beta > 0 else None,
+                module.tokenizer,
+                self.questions(epoch, rank, world),
+                module.reward,
+                self.task,
+                group_size=self.group_size,
+                generator=generator,
+                need_old_logp=self.updates_per_rollout > 1,  # with a single on-policy update rho == 1: skip pi_old
+                **self.advantage_kwargs,
+                **self.sampling,
+            )
         minibatches = RolloutMinibatches(rollout, self.group_size, self.minibatch_prompts, self.mu, seed=self.seed + epoch)
         return DataLoader(minibatches, batch_size=None, shuffle=False)
 

@@ -79,4 +79,4 @@ def train_warm_start(model, tokenizer, task, *, steps: int, batch_size: int, lr:
         enable_model_summary=False,
         log_every_n_steps=10,
     )
-    trainer.fit(SFTModule(model, lr=lr, total_steps=steps), loader)
+    trainer.fit(SFTModule(model, lr=lr, total_steps=steps, warmup_steps=min(50, max(1, steps // 10))), loader)

@@ -12,7 +12,8 @@ class VerifierReward:
     def __init__(self, task=None):
         self.task = task
 
-    def bind(self, task) -> "VerifierReward":
+    def bind(self, task, policy=None, tokenizer=None) -> "VerifierReward":
+        """Attach the task (reward sources that learn also get the starting policy and its tokenizer)."""
         self.task = task
         return self
 

@@ -83,7 +83,7 @@ def collect_rollout(
     skip_zero_spread: bool = True,
     logprob_chunk: int = 256,
 ):
-    """Returns (RolloutBatch, stats: dict of floats, samples: list of (prompt, completion, reward))."""
+    """Returns (RolloutBatch, stats: dict of floats, samples: list of (Problem, completion text, reward)) ."""
     device = next(policy.parameters()).device
     t0 = time.perf_counter()
     enc = tokenizer([p.prompt for p in problems], padding=True, return_tensors="pt", add_special_tokens=False)
@@ -161,5 +161,5 @@ def collect_rollout(
         "score_time_s": t_score,
         "logp_time_s": t_logp,
     }
-    samples = [(p.prompt, c, r) for p, c, r in zip(group_problems, texts, rewards.tolist())]
+    samples = list(zip(group_problems, texts, rewards.tolist()))
     return batch, stats, samples

@@ -1,0 +1,199 @@
+"""Rewards from a learned reward model (conf/reward/model.yaml): an ORM or a PRM.
+
+- ORM (outcome reward model): `outcome` is sigmoid(score) at the completion's last token.
+- PRM (process reward model): `steps` puts sigmoid(score) at the end of each reasoning step (the
+  step ends come from `task.step_rewards`; only their positions are used, never the verifier's
+  labels). `outcome` of a PRM is its lowest step score (a solution is as good as its worst step).
+
+`bind` makes the initial reward model: it samples the starting policy on training questions, labels
+the samples with the verifier (ORM: answer right; PRM: each step right), and trains the model on
+them, reporting held-out accuracy and AUROC on questions it did not train on. The result is cached
+under `cache_dir`, keyed by everything that shapes it (settings, task, a fingerprint of the policy's
+weights), like the policy's warm start; later runs load it. The iterative schedule
+(rm_schedule=iterative) then keeps training it on samples of the current policy.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from torch import Tensor
+from transformers import AutoTokenizer
+
+from grpo.rewards.reward_model import build_reward_model, load_reward_model, score
+from grpo.rewards.rm_data import KINDS, RMExample, label_examples, sample_completions, split_by_prompt
+from grpo.rewards.rm_training import train_reward_model
+
+log = logging.getLogger(__name__)
+
+SUPERVISION_KIND = {"outcome": "orm", "process": "prm"}
+
+
+class ModelReward:
+    def __init__(
+        self,
+        kind: str | None = None,
+        supervision: str = "outcome",
+        name_or_path: str | None = None,
+        init_from_policy: bool = True,
+        arch: str = "llama",
+        hidden_size: int = 128,
+        num_layers: int = 4,
+        num_heads: int = 4,
+        intermediate_size: int = 512,
+        max_position_embeddings: int = 256,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        initial_prompts: int = 256,
+        samples_per_prompt: int = 4,
+        max_new_tokens: int = 48,
+        temperature: float = 1.0,
+        heldout_fraction: float = 0.2,
+        initial_steps: int = 300,
+        batch_size: int = 32,
+        lr: float = 3e-4,
+        score_batch_size: int = 64,
+        seed: int = 0,
+        cache_dir: str = "outputs/cache",
+    ):
+        kind = kind or SUPERVISION_KIND.get(supervision)
+        if kind not in KINDS:
+            raise ValueError(f"reward.kind={kind!r} is not known; choose orm or prm (or null: from grpo.supervision)")
+        if kind == "orm" and supervision == "process":
+            raise ValueError("reward.kind=orm scores whole outputs only; supervision=process needs reward.kind=prm (or null)")
+        self.kind = kind
+        self.model_kwargs = dict(
+            name_or_path=name_or_path,
+            arch=arch,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_position_embeddings,
+            dtype=dtype,
+            trust_remote_code=trust_remote_code,
+        )
+        self.init_from_policy = init_from_policy and name_or_path is None
+        self.data = dict(
+            initial_prompts=initial_prompts,
+            samples_per_prompt=samples_per_prompt,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            heldout_fraction=heldout_fraction,
+        )
+        self.train_kwargs = dict(steps=initial_steps, batch_size=batch_size, lr=lr)
+        self.score_batch_size, self.seed, self.cache_dir = score_batch_size, seed, Path(cache_dir)
+        self.task = self.model = self.tokenizer = self._policy = None
+        self.initial_examples: list[RMExample] = []  # the initial training set (the replay buffer starts from it)
+        self.initial_metrics: dict[str, float] = {}
+
+    # ---- the initial reward model
+    def bind(self, task, policy=None, tokenizer=None) -> "ModelReward":
+        """Load the cached initial reward model for (settings, task, policy), training it first if there is none."""
+        if policy is None or tokenizer is None:
+            raise ValueError("reward=model trains on samples of the starting policy: bind(task, policy=..., tokenizer=...)")
+        self.task, self._policy = task, policy
+        path = self.cache_path(task, policy)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(path) + ".lock"):  # one process builds, the others (other ranks, parallel jobs) wait
+            if not (path / "examples.json").exists():
+                self._build(task, policy, tokenizer, path)
+        self.model, self.tokenizer = load_reward_model(str(path))
+        self.model.eval()  # not a child of the LightningModule: no strategy wraps, shards or optimizes it
+        saved = json.loads((path / "examples.json").read_text())
+        self.initial_examples = [RMExample.from_plain(e) for e in saved["train"]]
+        self.initial_metrics = saved["metrics"]
+        return self
+
+    def cache_path(self, task, policy) -> Path:
+        task_key = {k: v for k, v in vars(task).items() if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))}
+        key = json.dumps(
+            [self.kind, self.model_kwargs, self.init_from_policy, self.data, self.train_kwargs, self.seed,
+             type(task).__qualname__, task_key, policy_fingerprint(policy)],
+            sort_keys=True,
+        )
+        return self.cache_dir / f"reward-{self.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+    def _build(self, task, policy, tokenizer, path: Path) -> None:
+        name_or_path = self.model_kwargs["name_or_path"]
+        rm_tokenizer = tokenizer if name_or_path is None else AutoTokenizer.from_pretrained(name_or_path)
+        model = build_reward_model(rm_tokenizer, init_from=policy if self.init_from_policy else None, seed=self.seed, **self.model_kwargs)
+        generator = torch.Generator().manual_seed(self.seed)
+        pool = task.train_problems()
+        picked = [pool[i] for i in torch.randperm(len(pool), generator=generator)[: self.data["initial_prompts"]].tolist()]
+        log.info("Initial %s: %d samples of the starting policy, %d training steps; cached at %s",
+                 self.kind.upper(), len(picked) * self.data["samples_per_prompt"], self.train_kwargs["steps"], path)
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        home = next(policy.parameters()).device
+        problems, texts = sample_completions(
+            policy.to(device),
+            tokenizer,
+            picked,
+            samples_per_prompt=self.data["samples_per_prompt"],
+            max_new_tokens=self.data["max_new_tokens"],
+            temperature=self.data["temperature"],
+            generator=torch.Generator(device=device).manual_seed(self.seed),
+            progress=True,
+        )
+        policy.to(home)
+        examples = label_examples(task, self.kind, problems, texts)
+        train, heldout = split_by_prompt(examples, self.data["heldout_fraction"], generator)
+        metrics = train_reward_model(
+            model.to(device), rm_tokenizer, train, heldout, seed=self.seed, use_trainer=True, log_dir=str(path.parent), **self.train_kwargs
+        )
+        log.info("Initial %s on held-out samples of the starting policy: %s", self.kind.upper(), _fmt(metrics))
+        tmp = path.with_name(path.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.cpu().save_pretrained(tmp)
+        rm_tokenizer.save_pretrained(tmp)
+        plain = {"train": [e.to_plain() for e in train], "heldout": [e.to_plain() for e in heldout], "metrics": metrics}
+        (tmp / "examples.json").write_text(json.dumps(plain))
+        os.replace(tmp, path)  # atomic: a crash mid-way never leaves a half-written cache
+
+    # ---- the reward source interface (see VerifierReward)
+    def outcome(self, problems, completions: list[str]) -> Tensor:
+        """[N] rewards in [0, 1]: ORM, sigmoid(score) at the last completion token; PRM, the lowest step score."""
+        if self.kind == "prm":
+            return torch.tensor([min((r for _, r in row), default=0.0) for row in self.steps(problems, completions)])
+        examples = [RMExample(p.prompt, c, ((len(c) - 1, 0.0),)) for p, c in zip(problems, completions)]
+        return torch.tensor([s[0] for s in self._score(examples)])
+
+    def steps(self, problems, completions: list[str]) -> list[list[tuple[int, float]]]:
+        """Per completion: (index of the step's last character, sigmoid(PRM score) at that token) per step."""
+        if self.kind != "prm":
+            raise ValueError("an ORM scores whole outputs; supervision=process needs reward.kind=prm (or null)")
+        ends = [[c for c, _ in self.task.step_rewards(p, text)] for p, text in zip(problems, completions)]
+        examples = [RMExample(p.prompt, text, tuple((c, 0.0) for c in row)) for p, text, row in zip(problems, completions, ends)]
+        return [list(zip(row, scores)) for row, scores in zip(ends, self._score(examples))]
+
+    def _score(self, examples: list[RMExample]) -> list[list[float]]:
+        self.follow_policy_device()
+        return score(self.model, self.tokenizer, examples, batch_size=self.score_batch_size)
+
+    def follow_policy_device(self) -> None:
+        """Keep the reward model on the policy's device (the strategy moves the policy, not this model)."""
+        device = next(self._policy.parameters()).device
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+
+
+def policy_fingerprint(policy, per_tensor: int = 4096) -> str:
+    """A short hash of the policy's weights (a strided sample of each tensor): cheap even for large models."""
+    digest = hashlib.sha256()
+    for name, tensor in policy.state_dict().items():
+        flat = tensor.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // per_tensor)].float().cpu()
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _fmt(metrics: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in metrics.items())

@@ -1,0 +1,138 @@
+"""A reward model: a transformers model with a scalar head on every token.
+
+`AutoModelForTokenClassification` with `num_labels=1` gives one logit per token; the reward is
+sigmoid(logit), a probability of "right", read where the labels live:
+
+- ORM: at the completion's last token (the whole output is judged there);
+- PRM: at each reasoning step's last token.
+
+The model sees the prompt and the completion tokenized apart and concatenated (as the policy sees
+them at rollout time), right-padded. Character indices in the completion map to the first token
+whose decoded text reaches past them (the same rule the rollout uses for the policy's tokens).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from transformers import AutoModelForTokenClassification, AutoTokenizer
+
+from grpo.models.tiny import tiny_config
+from grpo.rewards.rm_data import RMExample
+from grpo.rollout.collect import evaluating, token_ends
+
+
+def build_reward_model(
+    tokenizer,
+    name_or_path: str | None = None,
+    *,
+    init_from=None,
+    arch: str = "llama",
+    hidden_size: int = 128,
+    num_layers: int = 4,
+    num_heads: int = 4,
+    intermediate_size: int = 512,
+    max_position_embeddings: int = 256,
+    dtype: str = "float32",
+    trust_remote_code: bool = False,
+    seed: int = 0,
+):
+    """A scalar-head model: from `name_or_path` (hub id or directory), else the tiny built-in architecture.
+
+    `init_from`: a causal LM whose backbone weights start the tiny model (the usual practice: a reward
+    model starts from the policy); its config then sets the architecture and the arch arguments are unused.
+    """
+    if name_or_path is not None:
+        try:
+            return AutoModelForTokenClassification.from_pretrained(
+                name_or_path, num_labels=1, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
+            )
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"Could not load a reward model from reward.name_or_path={name_or_path!r}: it is neither a local "
+                f"directory holding a transformers model nor a hub id that can be reached from here. ({err})"
+            ) from err
+    if init_from is not None:
+        config = init_from.config.__class__.from_dict(init_from.config.to_dict())
+    else:
+        config = tiny_config(
+            tokenizer,
+            arch=arch,
+            hidden_size=hidden_size,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            intermediate_size=intermediate_size,
+            max_position_embeddings=max_position_embeddings,
+        )
+    config.num_labels = 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForTokenClassification.from_config(config)
+    if init_from is not None:
+        model.base_model.load_state_dict(init_from.base_model.state_dict())
+    return model.to(getattr(torch, dtype))
+
+
+def load_reward_model(path: str):
+    """(model, tokenizer) saved by `save_pretrained` under `path`."""
+    return AutoModelForTokenClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+
+
+def _char_to_token(ends: list[int], char_index: int) -> int:
+    """Index of the first token whose decoded text ends past `char_index`; -1 (before the completion) for -1."""
+    if char_index < 0 or not ends:
+        return -1
+    return next((k for k, end in enumerate(ends) if end > char_index), len(ends) - 1)
+
+
+def encode(tokenizer, examples: list[RMExample]) -> dict[str, Tensor]:
+    """Right-padded inputs and the flat list of labelled positions.
+
+    input_ids, attention_mask: [N, L]; rows, positions, labels: [K], one entry per target
+    (row of the example, token index in the row, 0/1 label).
+    """
+    prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False).input_ids
+    completions = tokenizer([e.completion for e in examples], add_special_tokens=False).input_ids
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    input_ids = torch.full((len(examples), width), pad, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    rows, positions, labels = [], [], []
+    for i, (example, p, c) in enumerate(zip(examples, prompts, completions)):
+        input_ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
+        attention_mask[i, : len(p) + len(c)] = 1
+        ends = token_ends(tokenizer, c) if c else []
+        for char_index, label in example.targets:
+            rows.append(i)
+            positions.append(max(len(p) + _char_to_token(ends, char_index), 0))
+            labels.append(label)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "rows": torch.tensor(rows, dtype=torch.long),
+        "positions": torch.tensor(positions, dtype=torch.long),
+        "labels": torch.tensor(labels, dtype=torch.float32),
+    }
+
+
+def target_logits(model, batch: dict[str, Tensor]) -> Tensor:
+    """[K] logits of the reward model at the batch's labelled positions."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[..., 0]  # [N, L]
+    return logits[batch["rows"], batch["positions"]].float()
+
+
+@torch.no_grad()
+def score(model, tokenizer, examples: list[RMExample], batch_size: int = 64) -> list[list[float]]:
+    """Per example, sigmoid(logit) at each of its targets (labels ignored), in the targets' order."""
+    device = next(model.parameters()).device
+    scores: list[list[float]] = []
+    with evaluating(model):
+        for start in range(0, len(examples), batch_size):
+            chunk = examples[start : start + batch_size]
+            batch = {k: v.to(device) for k, v in encode(tokenizer, chunk).items()}
+            probs = torch.sigmoid(target_logits(model, batch)).cpu().tolist()
+            offset = 0
+            for example in chunk:
+                scores.append(probs[offset : offset + len(example.targets)])
+                offset += len(example.targets)
+    return scores

@@ -1,0 +1,170 @@
+"""Real 2-process runs on CPU (gloo), each a subprocess like a user's command:
+
+- `python train.py -m strategy=ddp,fsdp ...`: a 2-job sweep, each job 2 processes. Exactly one sweep
+  folder, one folder per job; each job trains (parameters move), checkpoints and exports one full HF
+  model; its rank 1 ran inside that job's folder (Lightning alone would replay the sweep there).
+- fsdp resume: from the fsdp job's step-2 checkpoint (a folder of per-rank shards) to step 3, under
+  fsdp again, gives exactly the uninterrupted run's weights.
+- deepspeed_zero3 on CPU (grpo.distributed.DeepSpeedStrategy): the whole pipeline, 2 processes.
+- equivalence: one update on a fixed rollout batch, 2 processes with half the groups each (ddp, fsdp,
+  ZeRO-2, ZeRO-3) vs 1 process with all of them: same parameters, same reduced loss and grad norm;
+  plus the frozen reference, copy_weights, gathered generation and disjoint questions under each
+  strategy (tests/distributed/equivalence_worker.py).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from grpo_testkit import REPO, read_scalars, tiny_lm
+
+pytestmark = pytest.mark.slow
+
+TESTS = REPO / "tests"
+WORKER = Path(__file__).with_name("equivalence_worker.py")
+SIGNAL = ["reward._target_=distributed_testkit.DigitShareSteps"]  # outcome and step rewards with spread: updates happen
+EVERY_STEP = ["callbacks.model_checkpoint.every_n_epochs=1", "callbacks.model_checkpoint.save_top_k=-1"]
+TIMEOUT = 600  # seconds per command; a first DeepSpeed run on a machine also JIT-compiles a CPU op (~1 min)
+
+
+def run_command(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    paths = [str(TESTS), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(args)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def train(overrides: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return run_command([str(REPO / "train.py"), *overrides], cwd)
+
+
+def parameters(path) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in AutoModelForCausalLM.from_pretrained(str(path)).named_parameters()}
+
+
+def warm_start(cache: Path) -> Path:
+    (path,) = [p for p in cache.glob("warmstart-*") if p.is_dir() and not p.name.endswith(".tmp")]
+    return path
+
+
+def has_deepspeed_cpu() -> bool:
+    """DeepSpeed on CPU builds a small C++ op the first time: it needs a compiler."""
+    return shutil.which("c++") is not None or shutil.which("g++") is not None
+
+
+# ---------------------------------------------------------------- a 2-job sweep of 2-process jobs
+@pytest.fixture(scope="module")
+def sweep(base_overrides, tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("sweep_cwd")
+    root = cwd / "multirun"
+    train(
+        ["-m", "strategy=ddp,fsdp", "supervision=process", "grpo.steps=3", *base_overrides, *SIGNAL, *EVERY_STEP,
+         f"hydra.sweep.dir={root}/${{now:%Y-%m-%d_%H-%M-%S}}", "hydra.sweep.subdir=${hydra.job.num}"],
+        cwd,
+    )
+    return cwd, root
+
+
+def test_sweep_makes_one_folder_per_job(sweep):
+    cwd, root = sweep
+    assert [p.name for p in cwd.iterdir()] == ["multirun"]  # nothing else (no outputs/ of a replayed rank)
+    (sweep_dir,) = list(root.iterdir())  # rank 1 replaying the sweep would add a second one
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["0", "1", "multirun.yaml"]
+    for job in ("0", "1"):
+        files = {p.name for p in (sweep_dir / job).iterdir()}
+        assert {".hydra", "tb", "checkpoints", "export", "train.log", "train_ddp_process_1.log"} <= files, files
+
+
+@pytest.mark.parametrize("job, strategy", [("0", "ddp"), ("1", "fsdp")])
+def test_each_job_trains_and_exports_one_full_model(sweep, warm_cache, job, strategy):
+    _, root = sweep
+    run_dir = next(root.iterdir()) / job
+    assert f"strategy: {strategy}" in (run_dir / ".hydra" / "hydra.yaml").read_text()
+    start, final = parameters(warm_start(warm_cache)), parameters(run_dir / "export")
+    assert start.keys() == final.keys()
+    assert all(final[k].shape == start[k].shape for k in start)  # full tensors, not one rank's shard
+    assert any(not torch.equal(final[k], start[k]) for k in start)  # the updates moved the policy
+    scalars = read_scalars(run_dir / "tb")
+    assert len(scalars["rollout/reward_mean"]) == 3 and len(scalars["train/loss"]) == 3
+    assert scalars["train/grad_norm"][-1][1] > 0  # logged (and reduced across ranks) under both strategies
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch=*"))
+    assert len(checkpoints) == 3, checkpoints
+    assert (run_dir / "checkpoints" / checkpoints[1]).is_dir() == (strategy == "fsdp")  # fsdp: per-rank shards
+
+
+def test_fsdp_resume_reproduces_the_uninterrupted_run(sweep, base_overrides, tmp_path):
+    _, root = sweep
+    full = next(root.iterdir()) / "1"
+    (ckpt,) = (full / "checkpoints").glob("epoch=1-*")  # after 2 of the 3 GRPO steps
+    assert sorted(p.name for p in ckpt.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]  # a shard per rank
+    resumed = tmp_path / "resumed"
+    train(
+        ["strategy=fsdp", "supervision=process", "grpo.steps=3", *base_overrides, *SIGNAL, f"ckpt_path={ckpt}", f"hydra.run.dir={resumed}"],
+        tmp_path,
+    )
+    assert len(read_scalars(resumed / "tb")["rollout/reward_mean"]) == 1  # only the missing step
+    a, b = parameters(full / "export"), parameters(resumed / "export")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.skipif(not has_deepspeed_cpu(), reason="DeepSpeed on CPU compiles a C++ op: no compiler here")
+def test_deepspeed_zero3_pipeline_on_cpu(base_overrides, warm_cache, tmp_path):
+    out = tmp_path / "run"
+    train(["strategy=deepspeed_zero3", *base_overrides, *SIGNAL, f"hydra.run.dir={out}"], tmp_path)
+    start, final = parameters(warm_start(warm_cache)), parameters(out / "export")
+    assert all(final[k].shape == start[k].shape for k in start)
+    assert any(not torch.equal(final[k], start[k]) for k in start)
+    assert (out / "checkpoints" / "last.ckpt").is_dir() and (out / "train_ddp_process_1.log").exists()
+
+
+# ---------------------------------------------------------------- one update: 2 processes == 1 process
+def worker(strategy: str, devices: int, out: Path) -> dict:
+    run_command([str(WORKER), strategy, str(devices), str(out)], out.parent)
+    return torch.load(out, weights_only=False)
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    return worker("auto", 1, tmp_path_factory.mktemp("equivalence") / "auto.pt")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_two_processes_update_like_one(one_process, strategy, tmp_path):
+    if strategy.startswith("deepspeed") and not has_deepspeed_cpu():
+        pytest.skip("DeepSpeed on CPU compiles a C++ op: no compiler here")
+    one, two = one_process, worker(strategy, 2, tmp_path / f"{strategy}.pt")
+    assert (one["world"], two["world"]) == (1, 2)
+
+    # the same parameters after the update (and the update did move them)
+    moved = max((one["policy"][k] - p).abs().max().item() for k, p in full_start().items())
+    assert moved > 1e-3
+    for name, value in one["policy"].items():
+        torch.testing.assert_close(two["policy"][name], value, rtol=1e-5, atol=1e-6)
+
+    # logged metrics are reduced across ranks: the mean of equal-sized ranks' means is the batch mean
+    assert two["metrics"]["train/loss"] == pytest.approx(one["metrics"]["train/loss"], rel=1e-5)
+    if not strategy.startswith("deepspeed"):  # ZeRO keeps gradients in its own buffers: no grad_norm to log
+        assert two["metrics"]["train/grad_norm"] == pytest.approx(one["metrics"]["train/grad_norm"], rel=1e-5)
+
+    assert two["reference_frozen"] and two["copied"]  # frozen under the strategy; copy_weights reaches it
+    assert two["stayed_gathered"]  # generation gathered the parameters once, not once per forward
+    assert two["sharded_after"] == (strategy in ("fsdp", "deepspeed_zero3"))  # and sharded again afterwards
+    assert torch.equal(two["greedy"], one["greedy"]) and torch.equal(two["greedy_gathered"], one["greedy"])
+
+    rank0, rank1 = two["questions"]
+    assert len(rank0) == len(rank1) == 12 and not set(rank0) & set(rank1)  # no question on both ranks
+
+
+def full_start() -> dict[str, torch.Tensor]:
+    return dict(tiny_lm(seed=5)[0].state_dict())  # the worker's starting policy

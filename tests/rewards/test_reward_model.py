@@ -1,0 +1,141 @@
+"""The reward model: labels and scores sit on the right tokens (ORM: the last completion token; PRM: each
+step's last token), the reward-source interface, and the cached initial reward model."""
+
+import pytest
+import torch
+
+from grpo.models.tokenizer import build_char_tokenizer
+from grpo.rewards import model_reward as model_reward_mod
+from grpo.rewards.model_reward import ModelReward
+from grpo.rewards.reward_model import build_reward_model, encode
+from grpo.rewards.rm_data import RMExample, label_examples
+from grpo.tasks.arithmetic import ArithmeticTask
+from grpo.tasks.base import Problem
+from grpo_testkit import tiny_lm
+
+TASK = ArithmeticTask(train_size=300, heldout_size=50)
+# Char tokenizer: one token per character, so token index == character index (plus the prompt's length).
+PROBLEM = Problem("Q:12+5-3=", "14", "12+5=17;17-3=14;A:14")  # the prompt is 9 tokens
+# 12+5=18 is wrong (17); 18-3=15 is right from its own previous value; the answer 15 is wrong (14).
+#            index: 0123456789012345678 9
+COMPLETION = "12+5=18;18-3=15;A:15"
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return build_char_tokenizer(ArithmeticTask.alphabet)
+
+
+def bound(kind: str, tokenizer, seed: int = 0) -> ModelReward:
+    """A ModelReward around a random tiny reward model (no initial training)."""
+    reward = ModelReward(kind=kind)
+    reward.task, reward.tokenizer = TASK, tokenizer
+    reward.model = build_reward_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=seed).eval()
+    reward._policy = reward.model
+    return reward
+
+
+def test_prm_labels_land_on_each_steps_last_token(tokenizer):
+    (example,) = label_examples(TASK, "prm", [PROBLEM], [COMPLETION])
+    assert example.targets == ((7, 0.0), (15, 1.0), (19, 0.0))  # ';' of step 1, ';' of step 2, the answer's last digit
+    batch = encode(tokenizer, [example])
+    assert batch["positions"].tolist() == [9 + 7, 9 + 15, 9 + 19]
+    assert batch["rows"].tolist() == [0, 0, 0] and batch["labels"].tolist() == [0.0, 1.0, 0.0]
+    tokens = tokenizer.convert_ids_to_tokens(batch["input_ids"][0, batch["positions"]].tolist())
+    assert tokens == [";", ";", "5"]
+
+
+def test_orm_label_lands_on_the_last_completion_token(tokenizer):
+    right = "12+5=17;17-3=14;A:14"
+    examples = label_examples(TASK, "orm", [PROBLEM] * 3, [COMPLETION, right, ""])
+    assert [e.targets for e in examples] == [((19, 0.0),), ((19, 1.0),), ((-1, 0.0),)]
+    batch = encode(tokenizer, examples)  # right-padded: row 2 is the prompt alone
+    assert batch["positions"].tolist() == [28, 28, 8]  # 9 + 19; the empty completion: the prompt's last token ('=')
+    assert batch["attention_mask"].sum(-1).tolist() == [29, 29, 9]
+
+
+def test_prm_without_steps_is_dropped_orm_kept():
+    assert label_examples(TASK, "prm", [PROBLEM], ["garbage"]) == []
+    assert len(label_examples(TASK, "orm", [PROBLEM], ["garbage"])) == 1
+
+
+def test_prm_steps_scores_are_the_models_outputs_at_the_step_ends(tokenizer):
+    reward = bound("prm", tokenizer)
+    other = Problem("Q:5*3+1=", "16", "5*3=15;15+1=16;A:16")
+    (row, row2) = reward.steps([PROBLEM, other], [COMPLETION, "5*3=15;A:1"])  # batched, padded
+    assert [c for c, _ in row] == [7, 15, 19]  # the verifier's step ends, not its labels
+    ids = tokenizer(PROBLEM.prompt + COMPLETION, add_special_tokens=False, return_tensors="pt").input_ids
+    with torch.no_grad():
+        logits = reward.model(input_ids=ids).logits[0, :, 0]
+    expected = torch.sigmoid(logits[[16, 24, 28]])
+    torch.testing.assert_close(torch.tensor([r for _, r in row]), expected, rtol=1e-5, atol=1e-5)
+    assert [c for c, _ in row2] == [6, 9]
+    # PRM outcome: the lowest step score
+    torch.testing.assert_close(reward.outcome([PROBLEM], [COMPLETION]), expected.min()[None], rtol=1e-5, atol=1e-5)
+
+
+def test_step_score_depends_only_on_text_up_to_its_end(tokenizer):
+    reward = bound("prm", tokenizer)
+    base = reward.steps([PROBLEM], [COMPLETION])[0]
+    later = reward.steps([PROBLEM], ["12+5=18;18-3=16;A:16"])[0]  # differs after step 1's end only
+    earlier = reward.steps([PROBLEM], ["12+5=19;19-3=16;A:16"])[0]  # differs inside step 1
+    assert later[0] == pytest.approx(base[0], abs=1e-6)
+    assert earlier[0] != pytest.approx(base[0], abs=1e-6)
+
+
+def test_orm_outcome_is_the_score_at_the_last_token(tokenizer):
+    reward = bound("orm", tokenizer)
+    completions = [COMPLETION, "12+5=17;A:1", ""]
+    scores = reward.outcome([PROBLEM] * 3, completions)
+    assert scores.shape == (3,) and ((scores > 0) & (scores < 1)).all()
+    for completion, s in zip(completions, scores):
+        ids = tokenizer(PROBLEM.prompt + completion, add_special_tokens=False, return_tensors="pt").input_ids
+        with torch.no_grad():
+            last = reward.model(input_ids=ids).logits[0, -1, 0]
+        assert s.item() == pytest.approx(torch.sigmoid(last).item(), abs=1e-5)
+    with pytest.raises(ValueError, match="prm"):
+        reward.steps([PROBLEM], [COMPLETION])
+
+
+def test_kind_follows_supervision():
+    assert ModelReward(supervision="outcome").kind == "orm"
+    assert ModelReward(supervision="process").kind == "prm"
+    assert ModelReward(kind="prm", supervision="outcome").kind == "prm"  # a PRM can give outcome rewards (min)
+    with pytest.raises(ValueError, match="kind=prm"):
+        ModelReward(kind="orm", supervision="process")
+
+
+def test_build_from_policy_and_from_a_directory(tokenizer, tmp_path):
+    policy, tok = tiny_lm(seed=1)
+    model = build_reward_model(tok, init_from=policy)
+    torch.testing.assert_close(model.base_model.embed_tokens.weight, policy.base_model.embed_tokens.weight)
+    assert model.config.num_labels == 1 and model.score.out_features == 1
+    model.save_pretrained(tmp_path / "rm")
+    again = build_reward_model(tok, name_or_path=str(tmp_path / "rm"))
+    torch.testing.assert_close(again.score.weight, model.score.weight)
+    with pytest.raises(ValueError, match="reward.name_or_path"):
+        build_reward_model(tok, name_or_path=str(tmp_path / "missing"))
+
+
+def test_initial_reward_model_is_trained_once_then_cached(tmp_path, monkeypatch):
+    policy, tokenizer = tiny_lm(seed=1)
+    make = lambda: ModelReward(
+        kind="orm", initial_prompts=6, samples_per_prompt=2, max_new_tokens=12, heldout_fraction=0.5,
+        initial_steps=2, batch_size=4, cache_dir=str(tmp_path),
+    )
+    reward = make().bind(TASK, policy=policy, tokenizer=tokenizer)
+    (path,) = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.startswith("reward-orm-")]
+    assert (path / "config.json").exists() and (path / "examples.json").exists()
+    assert len(reward.initial_examples) == 6  # 3 of the 6 questions x 2 samples; the other 3 are held out
+    assert set(reward.initial_metrics) == {"accuracy", "auroc", "positive_rate"}
+    assert reward.outcome([PROBLEM], [COMPLETION]).shape == (1,)
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached reward model should have been loaded")
+
+    monkeypatch.setattr(model_reward_mod, "train_reward_model", no_training)
+    again = make().bind(TASK, policy=policy, tokenizer=tokenizer)
+    for a, b in zip(again.model.parameters(), reward.model.parameters()):
+        assert torch.equal(a, b)
+    # another starting policy gets its own reward model
+    assert make().cache_path(TASK, tiny_lm(seed=2)[0]) != make().cache_path(TASK, policy)

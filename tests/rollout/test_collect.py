@@ -1,0 +1,213 @@
+"""grpo.rollout.collect: one rollout on a tiny model with a fake reward source (layout, advantages,
+zero-spread groups, old/reference log-probs) and the placement of process rewards on tokens."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from grpo.algo.advantages import outcome_advantages, process_advantages
+from grpo.rollout.collect import collect_rollout, step_reward_tensors, token_ends
+from grpo.rollout.logprobs import completion_logprobs
+from grpo.tasks import ArithmeticTask, Problem
+from grpo_testkit import tiny_lm
+
+G = 4
+
+
+class FakeReward:
+    """Rewards fixed in advance (outcome) or computed from the text by `step_fn` (process); records calls."""
+
+    def __init__(self, outcome=None, step_fn=None):
+        self._outcome, self.step_fn, self.calls = outcome, step_fn, []
+
+    def outcome(self, problems, completions):
+        self.calls.append((list(problems), list(completions)))
+        return torch.tensor(self._outcome, dtype=torch.float32)
+
+    def steps(self, problems, completions):
+        self.calls.append((list(problems), list(completions)))
+        return [self.step_fn(i, text) for i, text in enumerate(completions)]
+
+
+@pytest.fixture(scope="module")
+def lm():
+    return tiny_lm(seed=1)
+
+
+@pytest.fixture(scope="module")
+def task():
+    return ArithmeticTask(train_size=30, heldout_size=5, seed=4)
+
+
+@pytest.fixture(scope="module")
+def problems(task):
+    return task.train_problems()[:3]
+
+
+def collect(lm, task, problems, reward, *, reference=None, seed=0, **kwargs):
+    model, tok = lm
+    kwargs.setdefault("max_new_tokens", 10)
+    return collect_rollout(
+        model, reference, tok, problems, reward, task, group_size=G, generator=torch.Generator().manual_seed(seed), **kwargs
+    )
+
+
+REWARDS = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]  # groups 0 and 2 have no spread
+
+
+def test_group_layout_and_texts(lm, task, problems):
+    model, tok = lm
+    reward = FakeReward(REWARDS)
+    batch, stats, samples = collect(lm, task, problems, reward, skip_zero_spread=False)
+    N = len(problems) * G
+    assert len(batch) == N and batch.input_ids.shape == batch.attention_mask.shape
+    T = batch.completion_mask.shape[1]
+    P = batch.input_ids.shape[1] - T
+    enc = tok([p.prompt for p in problems], padding=True, return_tensors="pt", add_special_tokens=False)
+    assert P == enc.input_ids.shape[1]
+    # each prompt's group is contiguous: row r holds problem r // G, prompt left-padded as the tokenizer pads it
+    assert batch.input_ids[:, :P].equal(enc.input_ids.repeat_interleave(G, 0))
+    assert batch.attention_mask[:, :P].equal(enc.attention_mask.repeat_interleave(G, 0))
+    # completion: attention covers exactly the completion mask (right-padded), no zero-spread skipping here
+    assert batch.completion_mask.equal(batch.attention_mask[:, P:].bool())
+    texts = tok.batch_decode(batch.input_ids[:, P:], skip_special_tokens=True)
+    called_problems, called_texts = reward.calls[0]
+    assert called_problems == [p for p in problems for _ in range(G)]
+    assert called_texts == texts
+    assert [s[1] for s in samples] == texts and [s[2] for s in samples] == REWARDS
+    assert stats["reward_mean"] == pytest.approx(sum(REWARDS) / N)
+    assert stats["accuracy"] == pytest.approx(sum(task.verify(p, t) for p, t in zip(called_problems, texts)) / N)
+    lengths = batch.completion_mask.sum(-1).float()
+    assert stats["completion_len"] == pytest.approx(lengths.mean().item())
+
+
+@pytest.mark.parametrize("scale", [True, False])
+def test_outcome_advantages_of_the_rewards(lm, task, problems, scale):
+    batch, stats, _ = collect(lm, task, problems, FakeReward(REWARDS), scale_rewards=scale, adv_eps=1e-3)
+    want = outcome_advantages(torch.tensor(REWARDS), G, scale=scale, eps=1e-3)
+    assert batch.advantages.shape == (len(problems) * G,)
+    torch.testing.assert_close(batch.advantages, want)
+    assert (batch.advantages[:4] == 0).all() and (batch.advantages[8:] == 0).all()
+    assert (batch.advantages[4:8] != 0).all()
+
+
+def test_skip_zero_spread_masks_exactly_the_flat_groups(lm, task, problems):
+    skipped, stats, _ = collect(lm, task, problems, FakeReward(REWARDS), skip_zero_spread=True)
+    kept, stats_kept, _ = collect(lm, task, problems, FakeReward(REWARDS), skip_zero_spread=False)
+    assert skipped.input_ids.equal(kept.input_ids)  # same seed, same rollout
+    flat = torch.tensor([True] * 4 + [False] * 4 + [True] * 4)
+    assert not skipped.completion_mask[flat].any()
+    assert skipped.completion_mask[~flat].equal(kept.completion_mask[~flat])
+    assert kept.completion_mask.sum(-1).min() >= 1
+    assert stats["zero_spread_frac"] == pytest.approx(2 / 3) and stats_kept["zero_spread_frac"] == pytest.approx(2 / 3)
+
+
+def test_all_groups_flat_leaves_nothing_to_learn(lm, task, problems):
+    batch, stats, _ = collect(lm, task, problems, FakeReward([0.0] * 12))
+    assert not batch.completion_mask.any() and (batch.advantages == 0).all()
+    assert stats["zero_spread_frac"] == 1.0 and stats["adv_std"] == 0.0
+
+
+def test_old_and_reference_logprobs(lm, task, problems):
+    model, tok = lm
+    batch, stats, _ = collect(lm, task, problems, FakeReward(REWARDS), need_old_logp=False, reference=None)
+    assert batch.old_logp is None and batch.ref_logp is None
+
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(9)))
+    batch, _, _ = collect(lm, task, problems, FakeReward(REWARDS), need_old_logp=True, reference=reference, logprob_chunk=5)
+    T = batch.completion_mask.shape[1]
+    with torch.no_grad():
+        old, _ = completion_logprobs(model, batch.input_ids, batch.attention_mask, T)
+        ref, _ = completion_logprobs(reference, batch.input_ids, batch.attention_mask, T)
+    assert batch.old_logp.shape == batch.ref_logp.shape == (len(batch), T)
+    m = batch.attention_mask[:, -T:].bool()
+    torch.testing.assert_close(batch.old_logp[m], old[m], atol=1e-5, rtol=0)
+    torch.testing.assert_close(batch.ref_logp[m], ref[m], atol=1e-5, rtol=0)
+    assert not torch.allclose(batch.old_logp[m], batch.ref_logp[m])
+    assert model.training is False  # restored to the mode it came in
+
+
+def test_rollout_is_a_function_of_the_generator_seed(lm, task, problems):
+    a, _, _ = collect(lm, task, problems, FakeReward(REWARDS), seed=3)
+    b, _, _ = collect(lm, task, problems, FakeReward(REWARDS), seed=3)
+    c, _, _ = collect(lm, task, problems, FakeReward(REWARDS), seed=4)
+    assert a.input_ids.equal(b.input_ids) and a.completion_mask.equal(b.completion_mask)
+    assert a.input_ids.shape != c.input_ids.shape or not a.input_ids.equal(c.input_ids)
+
+
+# ---- process supervision ------------------------------------------------------------------------
+def test_step_reward_tensors_hand_example(lm):
+    """Char tokenizer: one token per character, so a step's last char index is its token index."""
+    _, tok = lm
+    problem = Problem("Q:7*3+12=", "33", "7*3=21;21+12=33;A:33")
+    task = ArithmeticTask(train_size=1, heldout_size=1)
+    ids = lambda s: tok(s, add_special_tokens=False).input_ids  # noqa: E731
+    eos, pad = tok.eos_token_id, tok.pad_token_id
+    right = "7*3=21;21+12=33;A:33"
+    wrong = "7*3=21;21+12=34;A:34"
+    rows = [
+        ids(right) + [eos],
+        ids(wrong) + [eos],
+        [eos],  # empty completion: no step
+        ids("7*3=21;") + [tok.unk_token_id] + ids("A:21") + [eos],  # a token that decodes to nothing shifts indices
+    ]
+    T = max(map(len, rows)) + 2
+    completion_ids = torch.full((len(rows), T), pad)
+    completion_mask = torch.zeros(len(rows), T, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        completion_ids[i, : len(r)] = torch.tensor(r)
+        completion_mask[i, : len(r)] = True
+    texts = tok.batch_decode(completion_ids, skip_special_tokens=True)
+    assert texts == [right, wrong, "", "7*3=21;A:21"]
+    steps = [task.step_rewards(problem, t) for t in texts]
+    assert steps[0] == [(6, 1.0), (15, 1.0), (19, 1.0)]
+    assert steps[1] == [(6, 1.0), (15, 0.0), (19, 0.0)]
+    assert steps[2] == []
+    assert steps[3] == [(6, 1.0), (10, 0.0)]
+
+    rewards, ends = step_reward_tensors(tok, completion_ids, completion_mask, steps)
+    assert rewards.shape == ends.shape == (len(rows), T) and ends.dtype == torch.bool
+    want_ends = {0: [6, 15, 19], 1: [6, 15, 19], 2: [], 3: [6, 11]}  # row 3: <unk> at token 7 shifts 'A:21' by one (char 10 -> token 11)
+    for i, positions in want_ends.items():
+        assert ends[i].nonzero().flatten().tolist() == positions, i
+    assert rewards[0, [6, 15, 19]].tolist() == [1.0, 1.0, 1.0]
+    assert rewards[1, [6, 15, 19]].tolist() == [1.0, 0.0, 0.0]
+    assert rewards[3, [6, 11]].tolist() == [1.0, 0.0]
+    assert rewards[~ends].abs().sum() == 0
+    assert token_ends(tok, rows[3][:-1]) == [1, 2, 3, 4, 5, 6, 7, 7, 8, 9, 10, 11]
+
+
+def test_process_supervision_rollout(lm, task, problems):
+    """One step per completion at its last character, reward 0/1 by row: advantages are the group-normalised
+    step rewards on every token up to that character's token, 0 after it."""
+    model, tok = lm
+    row_reward = [1.0, 0.0, 1.0, 0.0] + [1.0] * 4 + [0.0, 1.0, 1.0, 1.0]
+    reward = FakeReward(step_fn=lambda i, text: [(len(text) - 1, row_reward[i])] if text else [])
+    batch, stats, _ = collect(lm, task, problems, reward, supervision="process", skip_zero_spread=True, adv_eps=0.0)
+    texts = reward.calls[0][1]
+    T = batch.completion_mask.shape[1]
+    assert batch.advantages.shape == (len(batch), T)
+    comp_ids = batch.input_ids[:, -T:]
+    for g in range(len(problems)):
+        rows = [g * G + j for j in range(G) if texts[g * G + j]]
+        r = torch.tensor([row_reward[i] for i in rows])
+        norm = (r - r.mean()) / r.std() if len(rows) > 1 and r.std() > 0 else torch.zeros(len(rows))
+        for i in range(g * G, (g + 1) * G):
+            if i not in rows:
+                assert (batch.advantages[i] == 0).all()
+                continue
+            ends = token_ends(tok, comp_ids[i][batch.attention_mask[i, -T:].bool()].tolist())
+            end_tok = next(k for k, e in enumerate(ends) if e >= len(texts[i]))
+            want = torch.zeros(T)
+            want[: end_tok + 1] = norm[rows.index(i)]
+            torch.testing.assert_close(batch.advantages[i], want, atol=1e-5, rtol=0)
+        group_flat = float(norm.abs().sum()) == 0
+        assert bool(batch.completion_mask[g * G : (g + 1) * G].any()) == (not group_flat)
+    assert not batch.completion_mask[4:8].any()  # group 1: every step reward is 1.0
+    assert batch.completion_mask.any() and (batch.advantages != 0).any()  # the other groups do carry a signal
