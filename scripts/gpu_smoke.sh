@@ -4,6 +4,7 @@
 #   bash scripts/gpu_smoke.sh                  # all GPUs up to 2 per run; outputs/gpu_smoke/<time>/
 #   DEVICES=8 bash scripts/gpu_smoke.sh        # more processes per run
 #   STRATEGIES="fsdp deepspeed_zero3" bash scripts/gpu_smoke.sh
+#   ACCELERATOR=cpu bash scripts/gpu_smoke.sh  # the same checks on CPU, 2 processes (tests this script)
 #
 # For each strategy (auto on 1 GPU; ddp, fsdp, deepspeed_zero2, deepspeed_zero3 on DEVICES GPUs):
 #   1. train: python train.py debug=default grpo.steps=3 strategy=S trainer.accelerator=gpu, with rewards
@@ -19,10 +20,15 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 [ -x "$PY" ] || PY=python
-GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
-if [ "${GPUS:-0}" -lt 1 ]; then
-  echo "gpu_smoke: no CUDA GPU visible to torch ($("$PY" -c 'import torch; print(torch.__version__)')); nothing to do" >&2
-  exit 2
+ACCELERATOR=${ACCELERATOR:-gpu}
+if [ "$ACCELERATOR" = gpu ]; then
+  GPUS=$("$PY" -c "import torch; print(torch.cuda.device_count())")
+  if [ "${GPUS:-0}" -lt 1 ]; then
+    echo "gpu_smoke: no CUDA GPU visible to torch ($("$PY" -c 'import torch; print(torch.__version__)')); nothing to do" >&2
+    exit 2
+  fi
+else
+  GPUS=2  # ACCELERATOR=cpu: 2 processes over gloo
 fi
 DEVICES=${DEVICES:-$(( GPUS < 2 ? GPUS : 2 ))}
 STRATEGIES=${STRATEGIES:-"auto ddp fsdp deepspeed_zero2 deepspeed_zero3"}
@@ -32,18 +38,18 @@ mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export PYTHONPATH="$PWD/tests:$PWD/tests/distributed${PYTHONPATH:+:$PYTHONPATH}"
 COMMON=(debug=default "model.cache_dir=$OUT/cache" reward._target_=distributed_testkit.DigitShareSteps
-        trainer.accelerator=gpu "trainer.precision=$PRECISION"
+        "trainer.accelerator=$ACCELERATOR" "trainer.precision=$PRECISION"
         callbacks.model_checkpoint.every_n_epochs=1 callbacks.model_checkpoint.save_top_k=-1)
 
-echo "== gpu_smoke: $GPUS GPU(s), $DEVICES per multi-process run, precision $PRECISION, outputs in $OUT"
+echo "== gpu_smoke: $ACCELERATOR, $GPUS device(s), $DEVICES per multi-process run, precision $PRECISION, outputs in $OUT"
 "$PY" - <<'EOF'
 import torch, lightning, transformers
 try:
     import deepspeed; ds = deepspeed.__version__
 except Exception as e:  # noqa: BLE001
     ds = f"not importable ({e})"
-print(f"   {torch.cuda.get_device_name(0)}; torch {torch.__version__} (CUDA {torch.version.cuda}, NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}); "
-      f"lightning {lightning.__version__}; transformers {transformers.__version__}; deepspeed {ds}")
+gpu = f"{torch.cuda.get_device_name(0)}; CUDA {torch.version.cuda}, NCCL {'.'.join(map(str, torch.cuda.nccl.version()))}" if torch.cuda.is_available() else "no GPU"
+print(f"   {gpu}; torch {torch.__version__}; lightning {lightning.__version__}; transformers {transformers.__version__}; deepspeed {ds}")
 EOF
 
 declare -a SUMMARY
@@ -68,7 +74,7 @@ timed() {  # log file, command...: runs it, prints seconds, returns its status
 for S in $STRATEGIES; do
   N=$DEVICES; [ "$S" = auto ] && N=1
   RUN=$OUT/$S
-  echo "== $S on $N GPU(s)"
+  echo "== $S on $N $ACCELERATOR device(s)"
   if secs=$(timed "$RUN.log" "$PY" train.py "${COMMON[@]}" grpo.steps=3 "strategy=$S" "trainer.devices=$N" "hydra.run.dir=$RUN"); then
     detail=$("$PY" - "$RUN" "$OUT/cache" <<'EOF'
 import sys, glob, re
@@ -86,9 +92,9 @@ s = read_scalars(run / "tb")
 log = (run.parent / (run.name + ".log")).read_text()
 backend = re.search(r"distributed_backend=(\w+)", log)
 ckpt = sorted((run / "checkpoints").glob("epoch=*"))
-print(f"steps {len(s['train/loss'])}, max |dparam| {moved:.2e}, reward {s['rollout/reward_mean'][-1][1]:.3f}, "
-      f"grad_norm {s['train/grad_norm'][-1][1]:.3f}" if "train/grad_norm" in s else "grad_norm n/a (ZeRO)", end="")
-print(f", backend {backend.group(1) if backend else 'none'}, checkpoint {'folder' if ckpt and ckpt[-1].is_dir() else 'file'}, "
+grad = f"{s['train/grad_norm'][-1][1]:.3f}" if "train/grad_norm" in s else "n/a (ZeRO)"
+print(f"steps {len(s['train/loss'])}, max |dparam| {moved:.2e}, reward {s['rollout/reward_mean'][-1][1]:.3f}, grad_norm {grad}, "
+      f"backend {backend.group(1) if backend else 'not logged'}, checkpoint {'folder' if ckpt and ckpt[-1].is_dir() else 'file'}, "
       f"gen {s['perf/gen_time_s'][-1][1]:.2f}s/rollout")
 EOF
     ) && record "$S" train ok "${secs}s; $detail" || record "$S" train FAIL "${secs}s; export/metrics check: $detail"
@@ -97,7 +103,7 @@ EOF
   fi
 
   ckpt=$(ls -d "$RUN"/checkpoints/epoch=1-* 2>/dev/null | head -1)
-  if [ -n "$ckpt" ] && secs=$(timed "$RUN-resume.log" "$PY" train.py "${COMMON[@]}" grpo.steps=3 "strategy=$S" "trainer.devices=$N" "ckpt_path=$ckpt" "hydra.run.dir=$RUN-resume"); then
+  if [ -n "$ckpt" ] && secs=$(timed "$RUN-resume.log" "$PY" train.py "${COMMON[@]}" grpo.steps=3 "strategy=$S" "trainer.devices=$N" "ckpt_path='$ckpt'" "hydra.run.dir=$RUN-resume"); then
     detail=$("$PY" - "$RUN/export" "$RUN-resume/export" <<'EOF'
 import sys
 from transformers import AutoModelForCausalLM
@@ -112,8 +118,8 @@ EOF
   fi
 
   EQ=$OUT/equivalence; mkdir -p "$EQ"
-  [ -f "$EQ/auto.pt" ] || "$PY" tests/distributed/equivalence_worker.py auto 1 "$EQ/auto.pt" gpu >"$EQ/auto.log" 2>&1
-  if [ "$S" != auto ] && secs=$(timed "$EQ/$S.log" "$PY" tests/distributed/equivalence_worker.py "$S" "$N" "$EQ/$S.pt" gpu); then
+  [ -f "$EQ/auto.pt" ] || "$PY" tests/distributed/equivalence_worker.py auto 1 "$EQ/auto.pt" "$ACCELERATOR" >"$EQ/auto.log" 2>&1
+  if [ "$S" != auto ] && secs=$(timed "$EQ/$S.log" "$PY" tests/distributed/equivalence_worker.py "$S" "$N" "$EQ/$S.pt" "$ACCELERATOR"); then
     detail=$("$PY" - "$EQ/auto.pt" "$EQ/$S.pt" <<'EOF'
 import sys, torch
 one, two = (torch.load(p, weights_only=False) for p in sys.argv[1:3])

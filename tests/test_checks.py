@@ -105,13 +105,6 @@ def test_gsm8k_missing_train_file_message(tmp_path):
     assert not (tmp_path / "cache").exists()  # failed before any warm start
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG src/grpo/pipeline.py build()/src/grpo/checks.py: a missing task.train_path is not checked up front; "
-    "GSM8KTask's FileNotFoundError is raised inside hydra.utils.instantiate, which re-raises it as "
-    "hydra.errors.InstantiationException ('Error in call to target ...'), so it is neither a FileNotFoundError "
-    "nor a ConfigError",
-)
 def test_gsm8k_missing_train_file_is_file_not_found(tmp_path):
     cfg, _ = _gsm8k_missing_file(tmp_path)
     with pytest.raises((FileNotFoundError, ConfigError), match=r"task\.train_path"):

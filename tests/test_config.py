@@ -52,7 +52,7 @@ def test_every_group_is_in_the_defaults_list():
 
 def compose_option(group, option, base_overrides, saved_model, cache, output_dir):
     extra = extra_overrides(group, option, saved_model)
-    # model=hf: no tiny-model settings (debug=default sets model.warmstart_steps, see the xfail below)
+    # model=hf: no tiny-model settings
     base = [] if "model=hf" in extra or (group, option) == ("model", "hf") else base_overrides
     overrides = base + [f"{group}={option}"] + extra
     cfg = compose_config(overrides, output_dir=output_dir)
@@ -95,12 +95,6 @@ def test_option_composes_and_instantiates(group, option, base_overrides, warm_ca
     assert (module.reference is None) == (cfg.grpo.beta == 0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG conf/debug/default.yaml: it sets model.warmstart_steps, which only TinyPolicy accepts, so "
-    "`python train.py debug=default model=hf model.name_or_path=...` fails with TypeError: PretrainedPolicy.__init__() "
-    "got an unexpected keyword argument 'warmstart_steps' (wrapped in hydra's InstantiationException)",
-)
 def test_debug_composes_with_every_model(saved_tiny_model, tmp_path):
     cfg = compose_config(["debug=default", "model=hf", f"model.name_or_path={saved_tiny_model}"], output_dir=tmp_path)
     build(cfg)

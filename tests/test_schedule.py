@@ -3,6 +3,11 @@ boundaries; the reward model is retrained on fresh policy samples with replay; l
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+
 import lightning as L
 import pytest
 import torch
@@ -10,9 +15,9 @@ import torch
 import grpo.schedule as schedule_mod
 from grpo.pipeline import build, run
 from grpo.rewards.model_reward import ModelReward
-from grpo.tasks.arithmetic import ArithmeticTask
 from grpo.rollout.logprobs import completion_logprobs
-from grpo_testkit import DigitShareReward, compose_config, read_scalars
+from grpo.tasks.arithmetic import ArithmeticTask
+from grpo_testkit import REPO, DigitShareReward, compose_config, read_scalars
 
 NO_VAL = ["eval.every_n_steps=100", "+trainer.enable_progress_bar=false"]  # no validation inside fit
 
@@ -199,3 +204,33 @@ def test_resume_restores_replay_buffer_and_reward_model_exactly(base_overrides, 
     assert len(sb["rm/accuracy_after"]) == 1  # the resumed run did only the third step
     for tag in ["rollout/reward_mean", "rm/accuracy_before", "rm/auroc_after", "rm/buffer_size", "rm/fresh_size", "rm/replayed_size"]:
         assert max(sb[tag]) == pytest.approx(max(sa[tag]), nan_ok=True), tag
+
+
+# ---- every strategy: 2 processes on CPU (gloo) -----------------------------------------------------
+def has_compiler() -> bool:
+    return shutil.which("c++") is not None or shutil.which("g++") is not None  # DeepSpeed builds a CPU op once
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
+def test_iterative_reward_model_under_multiprocess_strategies(strategy, base_overrides, tmp_path):
+    """python train.py debug=default reward=model rm_schedule=iterative strategy=<2 processes> [supervision=process]:
+    each rank's samples reach the shared fresh set, the replicas retrain in lockstep (the schedule raises if
+    their weights differ), the reference is copied under sharding, and the rm/* metrics are logged."""
+    if strategy.startswith("deepspeed") and not has_compiler():
+        pytest.skip("DeepSpeed on CPU needs a C++ compiler")
+    supervision = "process" if strategy in ("fsdp", "deepspeed_zero3") else "outcome"
+    overrides = base_overrides + rm_overrides(tmp_path / "cache") + [f"strategy={strategy}", f"supervision={supervision}", "eval.prompts=4", "eval.k_prompts=2"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")]), OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *overrides, f"hydra.run.dir={out}"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-6000:]
+    scalars = read_scalars(out / "tb")
+    for tag in ["accuracy_before", "accuracy_after", "fresh_size", "buffer_size"]:
+        assert len(scalars[f"rm/{tag}"]) == 2, tag
+    if supervision == "outcome":
+        assert [v for _, v in scalars["rm/fresh_size"]] == [32.0, 32.0]  # both ranks' 4 x 4 samples per step

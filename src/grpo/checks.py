@@ -18,8 +18,7 @@ def check_config(cfg: DictConfig) -> None:
     g = cfg.grpo
     problems = [
         f"{key} is required: set it on the command line, e.g. {key}=<value>"
-        for key in sorted(OmegaConf.missing_keys(cfg))
-        if not key.startswith("hydra")
+        for key in sorted(OmegaConf.missing_keys(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
     ]
     if g.group_size < 2:
         problems.append(f"grpo.group_size={g.group_size}: a group needs at least 2 outputs to have a baseline; use e.g. grpo.group_size=8")

@@ -2,18 +2,22 @@
 
 - fsdp (`FSDP2Strategy`): Lightning's ModelParallelStrategy applying FSDP2
   (`torch.distributed.fsdp.fully_shard`) per decoder layer, then to the model's root. The policy is
-  sharded for training; the frozen models (reference, reward model) are sharded too (forward only,
-  nothing to synchronise). Runs on CUDA (NCCL) and on CPU (gloo), so CI tests it.
-- ddp: the frozen models stay plain replicas, left out of DDP (no broadcast, no gradient hooks).
+  sharded for training; the frozen reference (any frozen child of the LightningModule) is sharded
+  too (forward only, nothing to synchronise). Runs on CUDA (NCCL) and on CPU (gloo), so CI tests it.
+- ddp: the frozen reference stays a plain replica, left out of DDP (no broadcast, no gradient hooks).
 - deepspeed (`DeepSpeedStrategy`): Lightning's DeepSpeedStrategy, unchanged on CUDA; on a CPU
   accelerator it skips Lightning's CUDA-only checks, so CI runs ZeRO-2/3 through the same code.
-  ZeRO-3 partitions the whole LightningModule, frozen models included.
+  ZeRO-3 partitions the whole LightningModule, the frozen reference included.
+(The learned reward model of reward=model is not a child of the LightningModule: a plain replica
+per rank under every strategy, retrained data-parallel by rm_schedule=iterative.)
 
 Helpers for the module and the pipeline, each a no-op where the strategy does not need it:
 - `configure_for_strategy(module, strategy)`: GRPOModule.configure_model.
-- `gathered_for_generation(model)`: a sharded policy's full parameters once per rollout, not once
-  per decoded token (needs the full policy to fit on one device; `gather_for_generation=false`
-  in the strategy's config turns it off).
+- `gathered_for_generation(model)`: a sharded policy's full parameters gathered once per rollout
+  (and once per validation epoch), not once per decoded token. Also what makes sharded generation
+  work at all: the sampler stops when this rank's rows are done, so ranks decode different numbers
+  of tokens, and per-layer all-gathers inside decoding would not line up across ranks. The full
+  policy must fit on one device.
 - `full_state_dict(model)`, `export_pretrained(...)`: one full HF checkpoint written by rank 0.
 - `copy_weights(src, dst)`: pi_ref <- pi_theta (or any same-shaped copy) under every strategy.
 - `hydra_job_scope()`, `launched_rank_argv(argv)`: the processes Lightning launches for a Hydra job
@@ -25,12 +29,12 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from typing import Iterator
 
 import torch
-from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from lightning.pytorch.plugins.precision import DeepSpeedPrecision
+from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy
 from lightning.pytorch.strategies import DeepSpeedStrategy as _LightningDeepSpeedStrategy
 from lightning.pytorch.strategies.deepspeed import remove_module_hooks
 from torch import nn
@@ -45,21 +49,27 @@ class FSDP2Strategy(ModelParallelStrategy):
 
     hybrid_shard: false shards across all ranks (FSDP); true shards within a node and replicates
         across nodes (HSDP: all-gathers stay on the node's fast links; Lightning's 2-D device mesh).
-    shard_frozen: also shard the reference (and a reward model): 1/world of their memory per rank,
-        one all-gather per layer per forward. false keeps full replicas (no communication).
-    gather_for_generation: unshard the whole policy once per rollout / evaluation batch instead of
-        re-gathering every layer for every decoded token; needs the full policy to fit on a device.
+    shard_frozen: also shard the frozen reference: 1/world of its memory per rank, one all-gather
+        per layer per forward. false keeps full replicas (no communication).
     Other arguments go to ModelParallelStrategy (e.g. save_distributed_checkpoint: true writes a
     folder of per-rank shards, false one file gathered on rank 0).
     """
 
-    def __init__(self, hybrid_shard: bool = False, shard_frozen: bool = True, gather_for_generation: bool = True, **kwargs):
+    def __init__(self, hybrid_shard: bool = False, shard_frozen: bool = True, **kwargs):
         super().__init__(**kwargs)
-        self.hybrid_shard, self.shard_frozen, self.gather_for_generation = hybrid_shard, shard_frozen, gather_for_generation
+        self.hybrid_shard, self.shard_frozen = hybrid_shard, shard_frozen
 
     def fsdp_mesh(self):
-        """None (fully_shard's default: a 1-D mesh over all ranks) or, for HSDP, Lightning's (nodes, devices) mesh."""
-        return self.device_mesh if self.hybrid_shard else None
+        """HSDP: Lightning's 2-D (nodes, devices per node) mesh; FSDP: a 1-D mesh over all ranks."""
+        return self.device_mesh if self.hybrid_shard else _world_mesh(self)
+
+
+def _world_mesh(strategy):
+    """A 1-D device mesh over all ranks, on the strategy's device type (not torch's default, which picks
+    CUDA whenever it is present, even for a CPU run)."""
+    from torch.distributed.device_mesh import init_device_mesh
+
+    return init_device_mesh(strategy.root_device.type, (strategy.world_size,), mesh_dim_names=("data_parallel",))
 
 
 class DeepSpeedStrategy(_LightningDeepSpeedStrategy):
@@ -68,12 +78,7 @@ class DeepSpeedStrategy(_LightningDeepSpeedStrategy):
     On CUDA nothing changes. On CPU, Lightning refuses (it checks for CUDA, validates GPU indices
     and passes the device index, None on CPU, to deepspeed.initialize); here those three steps are
     skipped or given the local rank, and DeepSpeed's own CPU accelerator does the rest.
-    `gather_for_generation` as for FSDP2Strategy (ZeRO-3 only).
     """
-
-    def __init__(self, *args, gather_for_generation: bool = True, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.gather_for_generation = gather_for_generation
 
     def _set_precision_plugin(self, plugin) -> None:
         if type(plugin) is DeepSpeedPrecision:  # what Lightning picks for this strategy
@@ -125,7 +130,7 @@ class _DeepSpeedPrecision(DeepSpeedPrecision):
 
 # ---------------------------------------------------------------- sharding (GRPOModule.configure_model)
 def frozen_models(module: nn.Module) -> dict[str, nn.Module]:
-    """Children of the LightningModule other than the policy whose parameters all are frozen (reference, reward model)."""
+    """Children of the LightningModule other than the policy whose parameters all are frozen (the reference)."""
     return {
         name: child
         for name, child in module.named_children()
@@ -174,8 +179,12 @@ def configure_for_strategy(module: nn.Module, strategy) -> None:
     the whole module, frozen models included, and no frozen parameter enters its optimizer).
     """
     if isinstance(strategy, ModelParallelStrategy):
-        mesh = strategy.fsdp_mesh() if isinstance(strategy, FSDP2Strategy) else None
-        frozen = frozen_models(module)  # before sharding: FSDP2 changes the classes, not requires_grad
+        from torch.distributed.fsdp import FSDPModule
+
+        if isinstance(getattr(module, POLICY), FSDPModule):
+            return  # sharded at an earlier fit/validate
+        mesh = strategy.fsdp_mesh() if isinstance(strategy, FSDP2Strategy) else _world_mesh(strategy)
+        frozen = frozen_models(module)
         shard_fsdp2(getattr(module, POLICY), mesh=mesh, trains=True)
         if getattr(strategy, "shard_frozen", True):
             for model in frozen.values():
@@ -201,42 +210,66 @@ def _is_zero3(model: nn.Module) -> bool:
 
 
 @contextmanager
-def gathered_for_generation(model: nn.Module, enabled: bool = True) -> Iterator[None]:
-    """Inside, `model`'s parameters are gathered once (FSDP2, ZeRO-3) and stay so across forwards.
+def gathered_for_generation(model: nn.Module, strategy=None) -> Iterator[None]:
+    """Inside, `model`'s parameters are gathered (FSDP2, ZeRO-3) and stay so across forwards.
 
-    A sharded model otherwise all-gathers every layer at every forward, i.e. for every decoded token.
-    Peak memory inside: the full model on each rank. Outside: as before. No-op when not sharded.
+    One collective on entry, none inside: every rank must enter it the same number of times, but may
+    run any number of forwards inside (ranks stop decoding at different steps). Re-entrant: an inner
+    use (a generate() inside a gathered validation epoch) does nothing. Peak memory inside: the full
+    model on each rank. No-op for a model that is not sharded. `strategy`: the Trainer's, needed
+    under ZeRO-3 (see `_zero3_gathered`).
     """
-    fsdp = _fsdp_modules(model) if enabled else []
+    if getattr(model, "_grpo_gathered", False):
+        yield
+        return
+    fsdp = _fsdp_modules(model)
     if fsdp:
-        for m in fsdp:
-            m.set_reshard_after_forward(False, recurse=False)
-        handles = [m.unshard(async_op=True) for m in fsdp]
-        for h in handles:
-            if h is not None:
-                h.wait()
+        context = _fsdp2_gathered(fsdp)
+    elif _is_zero3(model):
+        context = _zero3_gathered(model, _zero3_coordinator(strategy))
+    else:
+        yield
+        return
+    with context:
+        model._grpo_gathered = True
         try:
             yield
         finally:
-            for m in fsdp:
-                m.reshard()
-                m.set_reshard_after_forward(getattr(m, "_grpo_reshard_after_forward", True), recurse=False)
-    elif enabled and _is_zero3(model):
-        with _zero3_gathered(model):
-            yield
-    else:
+            model._grpo_gathered = False
+
+
+@contextmanager
+def _fsdp2_gathered(fsdp_modules: list) -> Iterator[None]:
+    for m in fsdp_modules:
+        m.set_reshard_after_forward(False, recurse=False)
+    handles = [m.unshard(async_op=True) for m in fsdp_modules]
+    for h in handles:
+        if h is not None:
+            h.wait()
+    try:
         yield
+    finally:
+        for m in fsdp_modules:
+            m.reshard()
+            m.set_reshard_after_forward(getattr(m, "_grpo_reshard_after_forward", True), recurse=False)
 
 
 _HELD = -1  # a ZeRO-3 "active sub-module" id no module has: DeepSpeed does not release a parameter that has one
 
 
 @contextmanager
-def _zero3_gathered(model: nn.Module) -> Iterator[None]:
-    """ZeRO-3: all-gather `model`'s parameters once and keep DeepSpeed's hooks from releasing them."""
+def _zero3_gathered(model: nn.Module, coordinator=None) -> Iterator[None]:
+    """ZeRO-3: all-gather `model`'s parameters once and keep DeepSpeed's hooks from releasing them.
+
+    DeepSpeed also records the order in which sub-modules run, to prefetch, and checks at the next
+    engine step that every rank recorded the same order: forwards outside the engine's (generation,
+    whose length differs between ranks) would fail that check. So the engine's trace is dropped on
+    entry (nothing is recorded or prefetched inside) and on exit (the training step records anew).
+    """
     import deepspeed
 
     params = list(model.parameters())
+    _forget_trace(coordinator)
     with deepspeed.zero.GatheredParameters(params):
         for p in params:
             p.ds_active_sub_modules.add(_HELD)
@@ -245,11 +278,20 @@ def _zero3_gathered(model: nn.Module) -> Iterator[None]:
         finally:
             for p in params:
                 p.ds_active_sub_modules.discard(_HELD)
+            _forget_trace(coordinator)
 
 
-def generation_context(model: nn.Module, strategy):
-    """`gathered_for_generation` as the strategy's config asks (gather_for_generation, default true)."""
-    return gathered_for_generation(model, enabled=getattr(strategy, "gather_for_generation", True))
+def _zero3_coordinator(strategy):
+    """The ZeRO-3 parameter coordinator of a DeepSpeed strategy's engine (training or inference), else None."""
+    engine = getattr(strategy, "model", None) if isinstance(strategy, _LightningDeepSpeedStrategy) else None
+    optimizer = getattr(engine, "optimizer", None)
+    offload = getattr(optimizer, "parameter_offload", optimizer)  # stage-3 optimizer, or the inference engine's offload
+    return offload.get_param_coordinator() if hasattr(offload, "get_param_coordinator") else None
+
+
+def _forget_trace(coordinator) -> None:
+    if coordinator is not None and not coordinator.is_invalid_trace():
+        coordinator._invalidate_trace()
 
 
 # ---------------------------------------------------------------- full weights: export and copies
@@ -351,6 +393,8 @@ def copy_weights(src: nn.Module, dst: nn.Module) -> None:
 # ---------------------------------------------------------------- Hydra: the processes Lightning launches
 JOB_ENV = "GRPO_HYDRA_JOB"  # set inside a Hydra job (hydra_job_scope); inherited by the processes Lightning launches
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-dir", "-cd")
+# Hydra overrides a launched rank needs to compose and run the job as rank 0 did (not the sweep's or launcher's)
+_FORWARDED_HYDRA = ("hydra.searchpath", "hydra.job.", "hydra.verbose", "hydra/job_logging", "hydra/hydra_logging", "hydra.job_logging", "hydra.hydra_logging")
 
 
 _LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", JOB_ENV)
@@ -372,8 +416,9 @@ def hydra_job_scope() -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in _LAUNCH_ENV}
     if HydraConfig.initialized():
         hc = HydraConfig.get()
+        hydra_overrides = [o for o in hc.overrides.hydra if o.startswith(_FORWARDED_HYDRA) and not o.startswith("hydra.job.name")]
         os.environ[JOB_ENV] = json.dumps(
-            {"overrides": list(hc.overrides.task), "config_name": hc.job.config_name, "output_dir": hc.runtime.output_dir}
+            {"overrides": [*hydra_overrides, *hc.overrides.task], "config_name": hc.job.config_name, "output_dir": hc.runtime.output_dir}
         )
     try:
         yield

@@ -9,6 +9,7 @@ matters. Watch reward, accuracy, KL and clip fraction instead.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import time
 
@@ -17,7 +18,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from grpo.algo.loss import grpo_loss
-from grpo.distributed import configure_for_strategy, generation_context, total_grad_norm
+from grpo.distributed import configure_for_strategy, gathered_for_generation, total_grad_norm
 from grpo.metrics import maj_at_k, pass_at_k
 from grpo.rollout.collect import evaluating
 from grpo.rollout.logprobs import completion_logprobs
@@ -105,8 +106,17 @@ class GRPOModule(L.LightningModule):
         configure_for_strategy(self, self.trainer.strategy)
 
     def unsharded_policy(self):
-        """Context for generation: a sharded policy's parameters gathered once, not once per decoded token."""
-        return generation_context(self.policy, self._trainer.strategy if self._trainer is not None else None)
+        """Context for generation: a sharded policy's parameters gathered once, not once per decoded token
+        (one collective on entry: every rank enters it equally often; none inside)."""
+        return gathered_for_generation(self.policy, self._trainer.strategy if self._trainer is not None else None)
+
+    def on_validation_epoch_start(self) -> None:
+        # one gather for the whole evaluation: ranks may get different numbers of batches and k-sample calls
+        self._gathered = contextlib.ExitStack()
+        self._gathered.enter_context(self.unsharded_policy())
+
+    def on_validation_epoch_end(self) -> None:
+        self._gathered.close()
 
     # ---- held-out evaluation: greedy accuracy, and pass@k / maj@k over k sampled answers
     def generate(self, problems, temperature: float, num_samples: int = 1, generator=None) -> list[str]:

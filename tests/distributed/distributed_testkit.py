@@ -1,8 +1,26 @@
-"""Helpers for the multi-process runs (importable as `distributed_testkit` by the processes they start)."""
+"""Helpers for the multi-process tests (also importable as `distributed_testkit` by the processes they start).
+
+- `DigitShareSteps`: outcome and process rewards with spread inside groups, so every step updates.
+- `train(overrides, cwd)`: `python train.py ...` as a user runs it, in a subprocess; fails the test on error.
+- `run_python(args, cwd)`: any script the same way (the equivalence worker).
+- `parameters(path)`, `warm_start(cache)`: an exported / cached model's parameters and folder.
+"""
 
 from __future__ import annotations
 
-from grpo_testkit import DigitShareReward
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from grpo_testkit import REPO, DigitShareReward
+
+SIGNAL = ["reward._target_=distributed_testkit.DigitShareSteps"]
+TIMEOUT = 600  # seconds per command; a first DeepSpeed run on a CPU machine also JIT-compiles a C++ op (~1 min)
 
 
 class DigitShareSteps(DigitShareReward):
@@ -16,3 +34,30 @@ class DigitShareSteps(DigitShareReward):
             ends = [i for i, ch in enumerate(text) if ch == ";"] + ([len(text) - 1] if text else [])
             rewards.append([(end, share * (k + 1) / len(ends)) for k, end in enumerate(ends)])
         return rewards
+
+
+def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    paths = [str(REPO / "tests"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, f"{' '.join(args)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
+    return proc
+
+
+def train(overrides: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return run_python([str(REPO / "train.py"), *overrides], cwd)
+
+
+def parameters(path) -> dict[str, torch.Tensor]:
+    return {k: v.detach() for k, v in AutoModelForCausalLM.from_pretrained(str(path)).named_parameters()}
+
+
+def warm_start(cache: Path) -> Path:
+    (path,) = [p for p in Path(cache).glob("warmstart-*") if p.is_dir() and not p.name.endswith(".tmp")]
+    return path
+
+
+def has_compiler() -> bool:
+    """DeepSpeed on CPU builds a small C++ op the first time: it needs a compiler."""
+    return shutil.which("c++") is not None or shutil.which("g++") is not None

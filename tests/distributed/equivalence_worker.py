@@ -2,7 +2,8 @@
 
     python tests/distributed/equivalence_worker.py STRATEGY DEVICES OUT.pt [ACCELERATOR]
 
-STRATEGY: auto ddp fsdp deepspeed_zero2 deepspeed_zero3; ACCELERATOR: cpu (default) or gpu.
+STRATEGY: auto ddp fsdp deepspeed_zero2 deepspeed_zero3 (also fsdp_hybrid, fsdp_replicated_ref);
+ACCELERATOR: cpu (default) or gpu.
 
 The batch: GROUPS groups of G rows (random prompts and completions, old and reference log-probs near
 the policy's own so that some ratios clip). With DEVICES processes, rank r takes groups
@@ -49,6 +50,8 @@ def strategy_for(name: str):
         "auto": "auto",
         "ddp": L.pytorch.strategies.DDPStrategy(find_unused_parameters=False),
         "fsdp": FSDP2Strategy(),
+        "fsdp_hybrid": FSDP2Strategy(hybrid_shard=True),  # HSDP: on one node, sharded across its processes
+        "fsdp_replicated_ref": FSDP2Strategy(shard_frozen=False),  # the reference a full replica per rank
         "deepspeed_zero2": DeepSpeedStrategy(stage=2, logging_batch_size_per_gpu=1),
         "deepspeed_zero3": DeepSpeedStrategy(stage=3, logging_batch_size_per_gpu=1),
     }[name]
@@ -126,7 +129,7 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     module.policy.eval()
     with torch.no_grad():
         plain = greedy(module.policy, *prompts).ids
-        with gathered_for_generation(module.policy):
+        with gathered_for_generation(module.policy, trainer.strategy):
             gathered = greedy(module.policy, *prompts).ids
             result["stayed_gathered"] = _all_gathered(module.policy)
     result["greedy"], result["greedy_gathered"] = plain.cpu(), gathered.cpu()

@@ -14,52 +14,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM
 
-from grpo_testkit import REPO, read_scalars, tiny_lm
+from distributed_testkit import SIGNAL, has_compiler, parameters, run_python, train, warm_start
+from grpo_testkit import read_scalars, tiny_lm
 
 pytestmark = pytest.mark.slow
 
-TESTS = REPO / "tests"
 WORKER = Path(__file__).with_name("equivalence_worker.py")
-SIGNAL = ["reward._target_=distributed_testkit.DigitShareSteps"]  # outcome and step rewards with spread: updates happen
 EVERY_STEP = ["callbacks.model_checkpoint.every_n_epochs=1", "callbacks.model_checkpoint.save_top_k=-1"]
-TIMEOUT = 600  # seconds per command; a first DeepSpeed run on a machine also JIT-compiles a CPU op (~1 min)
-
-
-def run_command(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    paths = [str(TESTS), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")
-    env.pop("LOCAL_RANK", None)
-    proc = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=TIMEOUT)
-    assert proc.returncode == 0, f"{' '.join(args)}\n--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-6000:]}"
-    return proc
-
-
-def train(overrides: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return run_command([str(REPO / "train.py"), *overrides], cwd)
-
-
-def parameters(path) -> dict[str, torch.Tensor]:
-    return {k: v.detach() for k, v in AutoModelForCausalLM.from_pretrained(str(path)).named_parameters()}
-
-
-def warm_start(cache: Path) -> Path:
-    (path,) = [p for p in cache.glob("warmstart-*") if p.is_dir() and not p.name.endswith(".tmp")]
-    return path
-
-
-def has_deepspeed_cpu() -> bool:
-    """DeepSpeed on CPU builds a small C++ op the first time: it needs a compiler."""
-    return shutil.which("c++") is not None or shutil.which("g++") is not None
+NO_COMPILER = "DeepSpeed on CPU compiles a C++ op: no compiler here"
 
 
 # ---------------------------------------------------------------- a 2-job sweep of 2-process jobs
@@ -107,9 +74,9 @@ def test_fsdp_resume_reproduces_the_uninterrupted_run(sweep, base_overrides, tmp
     full = next(root.iterdir()) / "1"
     (ckpt,) = (full / "checkpoints").glob("epoch=1-*")  # after 2 of the 3 GRPO steps
     assert sorted(p.name for p in ckpt.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]  # a shard per rank
-    resumed = tmp_path / "resumed"
+    resumed = tmp_path / "resumed"  # (the checkpoint's name holds '=': quoted for Hydra below)
     train(
-        ["strategy=fsdp", "supervision=process", "grpo.steps=3", *base_overrides, *SIGNAL, f"ckpt_path={ckpt}", f"hydra.run.dir={resumed}"],
+        ["strategy=fsdp", "supervision=process", "grpo.steps=3", *base_overrides, *SIGNAL, f"ckpt_path='{ckpt}'", f"hydra.run.dir={resumed}"],
         tmp_path,
     )
     assert len(read_scalars(resumed / "tb")["rollout/reward_mean"]) == 1  # only the missing step
@@ -118,7 +85,7 @@ def test_fsdp_resume_reproduces_the_uninterrupted_run(sweep, base_overrides, tmp
         torch.testing.assert_close(b[name], a[name], rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.skipif(not has_deepspeed_cpu(), reason="DeepSpeed on CPU compiles a C++ op: no compiler here")
+@pytest.mark.skipif(not has_compiler(), reason=NO_COMPILER)
 def test_deepspeed_zero3_pipeline_on_cpu(base_overrides, warm_cache, tmp_path):
     out = tmp_path / "run"
     train(["strategy=deepspeed_zero3", *base_overrides, *SIGNAL, f"hydra.run.dir={out}"], tmp_path)
@@ -130,7 +97,7 @@ def test_deepspeed_zero3_pipeline_on_cpu(base_overrides, warm_cache, tmp_path):
 
 # ---------------------------------------------------------------- one update: 2 processes == 1 process
 def worker(strategy: str, devices: int, out: Path) -> dict:
-    run_command([str(WORKER), strategy, str(devices), str(out)], out.parent)
+    run_python([str(WORKER), strategy, str(devices), str(out)], out.parent)
     return torch.load(out, weights_only=False)
 
 
@@ -141,8 +108,8 @@ def one_process(tmp_path_factory):
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_two_processes_update_like_one(one_process, strategy, tmp_path):
-    if strategy.startswith("deepspeed") and not has_deepspeed_cpu():
-        pytest.skip("DeepSpeed on CPU compiles a C++ op: no compiler here")
+    if strategy.startswith("deepspeed") and not has_compiler():
+        pytest.skip(NO_COMPILER)
     one, two = one_process, worker(strategy, 2, tmp_path / f"{strategy}.pt")
     assert (one["world"], two["world"]) == (1, 2)
 

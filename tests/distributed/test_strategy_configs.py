@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -72,12 +70,12 @@ def test_strategy_composes_with_every_option(strategy, supervision, reward, sche
 
 def test_fsdp_options_reach_the_strategy(tmp_path):
     cfg = compose_config(
-        ["strategy=fsdp", "trainer.strategy.hybrid_shard=true", "trainer.strategy.shard_frozen=false", "trainer.strategy.gather_for_generation=false"],
+        ["strategy=fsdp", "trainer.strategy.hybrid_shard=true", "trainer.strategy.shard_frozen=false"],
         output_dir=tmp_path,
     )
     strategy = instantiate(cfg.trainer.strategy)
     assert isinstance(strategy, ModelParallelStrategy)  # Lightning's, with torch's fully_shard (FSDP2)
-    assert (strategy.hybrid_shard, strategy.shard_frozen, strategy.gather_for_generation) == (True, False, False)
+    assert (strategy.hybrid_shard, strategy.shard_frozen) == (True, False)
     assert strategy._save_distributed_checkpoint is True
 
 

@@ -103,11 +103,6 @@ def test_printable_alphabet_round_trips_gsm8k_text():
             assert tok.decode(ids) == text
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG src/grpo/models/tokenizer.py: pre_tokenizers.Split(Regex('.')) -- '.' does not match '\\n', so a "
-    "run of newlines becomes one piece ('\\n\\n'), which is not in the vocabulary and encodes as a single <unk>",
-)
 @pytest.mark.parametrize("text", ["line one\n\nline two", "a\n\n\nb"])
 def test_consecutive_newlines_round_trip(text):
     tok = build_char_tokenizer(string.printable)

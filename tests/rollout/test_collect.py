@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from grpo.algo.advantages import outcome_advantages, process_advantages
+from grpo.algo.advantages import outcome_advantages
 from grpo.rollout.collect import collect_rollout, step_reward_tensors, token_ends
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.tasks import ArithmeticTask, Problem

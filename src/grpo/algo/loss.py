@@ -85,7 +85,7 @@ def grpo_loss(
         raise ValueError(f"unknown aggregation {aggregation!r}; valid choices: {list(AGGREGATIONS)}")
     if ratio_level not in RATIO_LEVELS:
         raise ValueError(f"unknown ratio_level {ratio_level!r}; valid choices: {list(RATIO_LEVELS)}")
-    estimator = get_kl_estimator(kl_estimator)
+    get_kl_estimator(kl_estimator)  # raises on an unknown name
     if beta != 0 and ref_logp is None:
         raise ValueError(f"ref_logp is required when beta != 0 (beta={beta})")
     if logp.dim() != 2 or mask.shape != logp.shape:

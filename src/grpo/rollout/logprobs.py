@@ -18,11 +18,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from grpo.rollout.sampler import position_ids_from_mask
+from grpo.rollout.sampler import full_attention_only, position_ids_from_mask
 
 PACKABLE_MODEL_TYPES = ("llama", "qwen2", "qwen3")  # decoder(...) then lm_head(hidden): nothing in between
-PACK_WIDTH = 1024  # longest packed sequence; a group whose prompt + completions exceed it takes several rows
-PACK_IF_SAVES = 0.75  # pack only when the packed positions are at most this share of the padded ones
+PACK_WIDTH = 4096  # longest packed sequence considered; a group longer than the chosen width takes several rows
+PACK_IF_SAVES = 0.8  # pack only when its model FLOPs are at most this share of the padded layout's
 
 
 def completion_logprobs(
@@ -31,7 +31,7 @@ def completion_logprobs(
     """log pi(o_t | q, o_<t) for the last `completion_len` positions of `input_ids`.
 
     input_ids, attention_mask: [B, P+T], prompt left-padded then completion right-padded.
-    Returns logp [B, T] (float32) and, if asked, the policy entropy per position [B, T]; only
+    Returns logp [B, T] (float32) and, if asked, the policy entropy per position [B, T] (no gradient); only
     positions where attention_mask is 1 are meaningful (the group-packed way leaves 0 elsewhere).
     Logits are divided by the sampling temperature so that logp is the sampling distribution's.
     """
@@ -48,7 +48,10 @@ def _token_logprobs(logits: Tensor, targets: Tensor, temperature: float, with_en
         logits = logits / temperature
     logprobs = torch.log_softmax(logits, dim=-1)
     logp = logprobs.gather(-1, targets[..., None]).squeeze(-1)
-    entropy = -(logprobs.exp() * logprobs).sum(-1) if with_entropy else None
+    entropy = None
+    if with_entropy:  # a statistic: no graph, so its [..., V] intermediates are freed at once
+        with torch.no_grad():
+            entropy = -(logprobs.exp() * logprobs).sum(-1)
     return logp, entropy
 
 
@@ -68,7 +71,7 @@ def _padded_logprobs(model, input_ids, attention_mask, T, temperature, with_entr
 # ---------------------------------------------------------------- group packing
 def _packable(model) -> bool:
     config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in PACKABLE_MODEL_TYPES or getattr(config, "use_sliding_window", False):
+    if getattr(config, "model_type", None) not in PACKABLE_MODEL_TYPES or not full_attention_only(config):
         return False
     if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
         return False
@@ -98,62 +101,99 @@ def _pack_plan(model, input_ids: Tensor, attention_mask: Tensor, T: int) -> dict
     key = input_ids[:, :P].masked_fill(~prompt_mask, -1)  # rows with equal keys share their prompt
     _, group = torch.unique(key, dim=0, return_inverse=True)  # [B]
 
-    # bins: (first row of the group, its prompt length, rows), each at most PACK_WIDTH long
+    # chunks: a group's prompt, then as many of its completions as fit in `width`; rows: chunks placed
+    # first-fit decreasing. The width is the candidate with the fewest model FLOPs, if that beats padding.
     p_list, c_list, g_list = p_len.tolist(), c_len.tolist(), group.tolist()
-    bins, open_bin = [], {}
-    for i in range(B):
-        b = open_bin.get(g_list[i])
-        if b is None or (b[3] + c_list[i] > PACK_WIDTH and b[2]):
-            b = [i, p_list[i], [], p_list[i]]  # [prompt row, prompt length, rows, packed length]
-            bins.append(b)
-            open_bin[g_list[i]] = b
-        b[2].append(i)
-        b[3] += c_list[i]
-    width = max(b[3] for b in bins)
-    if len(bins) * width > PACK_IF_SAVES * B * L:
+    longest = max(p + c for p, c in zip(p_list, c_list))
+    best, layout = PACK_IF_SAVES * B * L * _flops_per_token(model.config, L), None
+    for width in sorted({min(k * longest, max(PACK_WIDTH, longest)) for k in (1, 2, 3, 4, 6, 8)}):
+        candidate = _layout(p_list, c_list, g_list, width)
+        n, used_width = candidate[-2:]
+        cost = n * used_width * _flops_per_token(model.config, used_width)
+        if cost < best:
+            best, layout = cost, candidate
+    if layout is None:
         return None
+    chunk_row, chunk_start, chunk_p, chunk_prompt_row, row_chunk, row_offset, n, width = layout
 
-    # per packed position: source (row, column) in input_ids, segment (0 prompt, j completion j, -1 pad), position id
-    n = len(bins)
-    src_row = torch.zeros(n, width, dtype=torch.long)
-    src_col = torch.zeros(n, width, dtype=torch.long)
-    segment = torch.full((n, width), -1, dtype=torch.long)
-    position = torch.zeros(n, width, dtype=torch.long)
-    out_bin, out_slot, out_row, out_t = [], [], [], []  # the position whose logits predict completion token (row, t)
-    for k, (prow, p, rows, _) in enumerate(bins):
-        src_row[k, :p] = prow
-        src_col[k, :p] = torch.arange(P - p, P)
-        segment[k, :p] = 0
-        position[k, :p] = torch.arange(p)
-        start = p
-        for j, i in enumerate(rows, start=1):
-            c = c_list[i]
-            src_row[k, start : start + c] = i
-            src_col[k, start : start + c] = torch.arange(P, P + c)
-            segment[k, start : start + c] = j
-            position[k, start : start + c] = torch.arange(p, p + c)
-            out_bin.append(torch.full((c,), k))
-            out_slot.append(torch.cat([torch.tensor([p - 1]), torch.arange(start, start + c - 1)]))
-            out_row.append(torch.full((c,), i))
-            out_t.append(torch.arange(c))
-            start += c
-    src_row, src_col, segment, position = (x.to(device) for x in (src_row, src_col, segment, position))
+    # per packed slot: source (row, column) in input_ids, segment, the segment of its chunk's prompt, position id.
+    # Segments: chunk k's prompt is k, row i's completion is n_chunks + i; padding -1 (its prompt -2).
+    chunk_row, chunk_start, chunk_p = torch.tensor(chunk_row), torch.tensor(chunk_start), torch.tensor(chunk_p)
+    row_chunk, row_offset, c = torch.tensor(row_chunk), torch.tensor(row_offset), c_len.cpu()
+    n_chunks = len(chunk_p)
+    pk, pt = torch.arange(n_chunks).repeat_interleave(chunk_p), _ranges(chunk_p)  # prompt tokens: chunk, t
+    ci, ct = torch.arange(B).repeat_interleave(c), _ranges(c)  # completion tokens: row, t
+    ck = row_chunk[ci]  # their chunk
+    pr, ps = chunk_row[pk], chunk_start[pk] + pt  # packed row and slot of each prompt token
+    cr, cs = chunk_row[ck], chunk_start[ck] + row_offset[ci] + ct  # ... and of each completion token
+    src_row, src_col, position = (torch.zeros(n, width, dtype=torch.long) for _ in range(3))
+    segment, prompt_of = torch.full((n, width), -1, dtype=torch.long), torch.full((n, width), -2, dtype=torch.long)
+    src_row[pr, ps], src_col[pr, ps], position[pr, ps] = torch.tensor(chunk_prompt_row)[pk], P - chunk_p[pk] + pt, pt
+    segment[pr, ps], prompt_of[pr, ps] = pk, pk
+    src_row[cr, cs], src_col[cr, cs], position[cr, cs] = ci, P + ct, chunk_p[ck] + ct
+    segment[cr, cs], prompt_of[cr, cs] = n_chunks + ci, ck
+    out_slot = torch.where(ct == 0, chunk_start[ck] + chunk_p[ck] - 1, cs - 1)  # the slot whose logits predict (row, t)
+    src_row, src_col, segment, prompt_of, position = (x.to(device) for x in (src_row, src_col, segment, prompt_of, position))
     packed_ids = input_ids[src_row, src_col].masked_fill(segment < 0, 0)  # [n, W]
-    # q sees k iff k <= q and (k is in q's segment or in the prompt); padding sees itself (no empty rows)
+    # q sees k iff k <= q and k is in q's segment or in q's prompt; padding sees itself (no empty rows)
     idx = torch.arange(width, device=device)
-    causal = idx[None, :] <= idx[:, None]  # [W, W]
-    same = (segment[:, None, :] == segment[:, :, None]) | (segment[:, None, :] == 0)  # [n, W(q), W(k)]
-    allowed = (causal & same) | torch.eye(width, dtype=torch.bool, device=device)
-    out_row, out_t = torch.cat(out_row).to(device), torch.cat(out_t).to(device)
+    causal = idx[None, :] <= idx[:, None]  # [W(q), W(k)]
+    seen = (segment[:, None, :] == segment[:, :, None]) | (segment[:, None, :] == prompt_of[:, :, None])  # [n, W(q), W(k)]
+    allowed = (causal & seen) | torch.eye(width, dtype=torch.bool, device=device)
+    out_row, out_t = ci.to(device), ct.to(device)
     return dict(
         ids=packed_ids,
         allowed=allowed[:, None],  # [n, 1, W, W]
         position=position,
-        gather=(torch.cat(out_bin).to(device), torch.cat(out_slot).to(device)),
+        gather=(cr.to(device), out_slot.to(device)),
         scatter=(out_row, out_t),
         targets=input_ids[out_row, P + out_t],
         shape=(B, T),
     )
+
+
+def _layout(p_list: list[int], c_list: list[int], g_list: list[int], width: int):
+    """Chunks: rows in order, each appended to its group's open chunk unless that would pass `width` (then a
+    new chunk, which starts with the group's prompt). Packed rows: chunks first-fit decreasing by length.
+
+    Returns per chunk its packed row, first slot, prompt length and a row holding its prompt; per row of
+    the batch its chunk and the offset of its completion in the chunk; the number of packed rows and the
+    longest one's length."""
+    chunk_len, chunk_p, chunk_prompt_row, open_chunk = [], [], [], {}
+    row_chunk, row_offset = [0] * len(c_list), [0] * len(c_list)
+    for i, (p, c, g) in enumerate(zip(p_list, c_list, g_list)):
+        k = open_chunk.get(g)
+        if k is None or chunk_len[k] + c > width:
+            k = open_chunk[g] = len(chunk_len)
+            chunk_len.append(p)
+            chunk_p.append(p)
+            chunk_prompt_row.append(i)
+        row_chunk[i], row_offset[i] = k, chunk_len[k]
+        chunk_len[k] += c
+    chunk_row, chunk_start, used = [0] * len(chunk_len), [0] * len(chunk_len), []  # used: slots taken in each packed row
+    for k in sorted(range(len(chunk_len)), key=lambda k: -chunk_len[k]):
+        r = next((r for r, u in enumerate(used) if u + chunk_len[k] <= width), None)
+        if r is None:
+            r = len(used)
+            used.append(0)
+        chunk_row[k], chunk_start[k] = r, used[r]
+        used[r] += chunk_len[k]
+    return chunk_row, chunk_start, chunk_p, chunk_prompt_row, row_chunk, row_offset, len(used), max(used)
+
+
+def _flops_per_token(config, width: int) -> int:
+    """Forward FLOPs of one token in one decoder layer when its row is `width` long: the projections and
+    MLP, plus attention over the whole row (a block mask saves no work in the kernel)."""
+    d = config.hidden_size
+    head_dim = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    q, kv = config.num_attention_heads * head_dim, config.num_key_value_heads * head_dim
+    return 2 * (d * (q + 2 * kv) + q * d + 3 * d * config.intermediate_size) + 4 * width * q
+
+
+def _ranges(lengths: Tensor) -> Tensor:
+    """[3, 0, 2] -> [0, 1, 2, 0, 1]: each run's offsets, concatenated."""
+    starts = lengths.cumsum(0) - lengths
+    return torch.arange(int(lengths.sum())) - starts.repeat_interleave(lengths)
 
 
 def _packed_logprobs(model, plan: dict, temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:

@@ -1,10 +1,20 @@
 """Batched autoregressive sampling with a KV cache, written for rollouts.
 
 Prompts come left-padded `[B, P]`; completions come back right-padded `[B, T]`. The prompt is
-encoded once (prefill), then one token per step reuses the cache; rows that have emitted EOS
-are dropped from the batch (and from the cache), so the tail of a rollout costs only what is still
-running. Randomness comes from an explicit `torch.Generator`, which makes a rollout a pure
-function of (weights, prompts, seed): that is what makes resumed runs exact.
+encoded once (prefill) and, with `num_samples = G`, its cache is shared by the G samples; then one
+token per step reuses the cache. What keeps the per-token cost down:
+
+- rows that have emitted EOS are dropped from the batch and from the cache, so the tail of a
+  rollout costs only what is still running. They are dropped in batches, once they are a
+  quarter of the running rows: dropping copies the whole cache, and doing it at every step where
+  some row ends cost more than computing a few finished rows a little longer (measured at G=8);
+- the attention mask of every step is one tensor built once and sliced (no mask building per token);
+- Llama/Qwen2-shaped models decode through `grpo.rollout.fast_decode` (the same logits bit for
+  bit, without transformers' per-call overhead);
+- one host sync per token (how many rows are done).
+
+Randomness comes from an explicit `torch.Generator`, which makes a rollout a pure function of
+(weights, prompts, seed): that is what makes resumed runs exact.
 """
 
 from __future__ import annotations
@@ -14,6 +24,10 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from grpo.rollout import fast_decode
+
+COMPACT_FRACTION = 1 / 4  # drop finished rows once they are this share of the running batch
 
 
 @dataclass
@@ -49,6 +63,33 @@ def _next_token(logits: Tensor, temperature: float, top_p: float, generator: tor
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def full_attention_only(config) -> bool:
+    """True when every layer attends to the whole context (no sliding window), so one mask serves all layers."""
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types and any(t != "full_attention" for t in layer_types):
+        return False
+    if getattr(config, "use_sliding_window", None) is False:
+        return True
+    return getattr(config, "sliding_window", None) is None
+
+
+def _decode_mask(model, prompt_mask: Tensor, max_new_tokens: int) -> Tensor:
+    """The attention mask of every decoding step at once: [B, 1, 1, P + max_new_tokens], as the attention
+    implementation takes it (sdpa: bool, eager: additive), or the 2-D [B, P + max_new_tokens] that the
+    model turns into its own masks (other attention kernels, sliding-window layers)."""
+    ones = prompt_mask.new_ones(prompt_mask.shape[0], max_new_tokens)
+    mask = torch.cat([prompt_mask, ones], dim=1)  # [B, P + max_new_tokens]
+    config = getattr(model, "config", None)
+    attn = getattr(config, "_attn_implementation", None) if full_attention_only(config) else None
+    if attn == "sdpa":
+        return mask.bool()[:, None, None, :]
+    if attn == "eager":
+        dtype = next(model.parameters()).dtype
+        additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask.bool(), torch.finfo(dtype).min)
+        return additive[:, None, None, :]
+    return mask.long()
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -69,38 +110,48 @@ def sample(
     result has B * G rows, each prompt's G samples contiguous (the layout of a GRPO group).
     """
     device = prompt_ids.device
-    batch = prompt_ids.shape[0] * num_samples
+    batch, P = prompt_ids.shape[0] * num_samples, prompt_ids.shape[1]
     cache_arg = cache_kwarg(model)
     out_ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
-    attention_mask = prompt_mask.long()
-    positions = position_ids_from_mask(attention_mask)
-    out = model(input_ids=prompt_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    positions = position_ids_from_mask(prompt_mask)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=positions, use_cache=True, logits_to_keep=1)
     cache = out[cache_arg]
     logits = out.logits[:, -1]  # [B, V]
     next_pos = positions[:, -1:] + 1  # [B, 1]
-    if num_samples > 1:  # share the prompt's activations across its group: [B, ...] -> [B*G, ...]
-        cache.batch_repeat_interleave(num_samples)
-        logits, next_pos, attention_mask = (x.repeat_interleave(num_samples, dim=0) for x in (logits, next_pos, attention_mask))
-    alive = torch.arange(batch, device=device)  # rows of the full batch still in the running batch
+    full_mask = _decode_mask(model, prompt_mask, max_new_tokens)  # [B, ..., P + max_new_tokens]; sliced per step
+    # share the prompt's activations across its group: [B, ...] -> [B*G, ...]
+    decoder = fast_decode.FastDecoder(model, cache, P + max_new_tokens, num_samples) if fast_decode.supports(model) else None
+    if num_samples > 1:
+        if decoder is None:
+            cache.batch_repeat_interleave(num_samples)
+        logits, next_pos, full_mask = (x.repeat_interleave(num_samples, dim=0) for x in (logits, next_pos, full_mask))
+    alive = torch.arange(batch, device=device)  # rows of the full batch in the running batch
+    stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # running rows that emitted EOS (not yet dropped)
 
     for step in range(max_new_tokens):
         token = _next_token(logits, temperature, top_p, generator)  # [b]
-        out_ids[alive, step] = token
-        lengths[alive] += 1
-        done = token == eos_token_id
-        finished[alive[done]] = True
-        if step == max_new_tokens - 1 or bool(done.all()):
+        out_ids[alive, step] = token.masked_fill(stopped, pad_token_id)
+        lengths[alive] += (~stopped).long()
+        done = (token == eos_token_id) & ~stopped
+        finished[alive] |= done
+        stopped |= done
+        n_stopped = int(stopped.sum())  # the one host sync per token
+        if step == max_new_tokens - 1 or n_stopped == len(alive):
             break
-        if bool(done.any()):  # shrink the running batch and its cache to the rows still going
-            keep = (~done).nonzero().squeeze(-1)
-            alive, token, next_pos, attention_mask = alive[keep], token[keep], next_pos[keep], attention_mask[keep]
-            cache.batch_select_indices(keep)
-        attention_mask = torch.cat([attention_mask, attention_mask.new_ones(len(alive), 1)], dim=1)
-        out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **{cache_arg: cache})
-        cache, logits, next_pos = out[cache_arg], out.logits[:, -1], next_pos + 1
+        if n_stopped and n_stopped >= COMPACT_FRACTION * len(alive):  # drop finished rows from the batch and cache
+            keep = (~stopped).nonzero().squeeze(-1)
+            alive, token, next_pos, full_mask, stopped = alive[keep], token[keep], next_pos[keep], full_mask[keep], stopped[keep]
+            decoder.select(keep) if decoder is not None else cache.batch_select_indices(keep)
+        attention_mask = full_mask[..., : P + step + 1]  # the prompt's padding, then the tokens so far
+        if decoder is not None:
+            logits = decoder.step(token, next_pos, attention_mask)
+        else:
+            out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **{cache_arg: cache})
+            cache, logits = out[cache_arg], out.logits[:, -1]
+        next_pos = next_pos + 1
 
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
     width = int(lengths.max()) if batch else 0
