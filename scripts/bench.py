@@ -211,6 +211,29 @@ class MemoryWatch:
         return {"peak_mb": peak / 2**20, "added_mb": (peak - self.base) / 2**20}
 
 
+class StepProfile:
+    """torch.profiler over one chosen step (`--profile`): its top operators by self time, as a table."""
+
+    def __init__(self, enabled: bool, step: int):
+        self.enabled, self.step, self.table, self._prof = enabled, step, None, None
+
+    def maybe_start(self, step: int) -> None:
+        if self.enabled and step == self.step:
+            from torch.profiler import ProfilerActivity, profile
+
+            activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+            self._prof = profile(activities=activities)
+            self._prof.__enter__()
+
+    def maybe_stop(self) -> None:
+        if self._prof is not None:
+            sync()
+            self._prof.__exit__(None, None, None)
+            key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            self.table = self._prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60)
+            self._prof = None
+
+
 class Clock:
     """Step boundaries: `mark(kind)` records (kind, time) after a device sync."""
 
@@ -255,11 +278,13 @@ def worker_ours(args) -> dict:
     )
     datamodule = instantiate(cfg.data, task=task)
     clock, memory, record = Clock(), MemoryWatch(), {"rewards": [], "gen_s": [], "gen_tokens": [], "update_flops": []}
+    profiler = StepProfile(args.profile, step=args.warmup)
 
     class Probe(L.Callback):
         def on_train_start(self, trainer, pl_module):
             memory.start()
             clock.mark("begin")
+            profiler.maybe_start(trainer.current_epoch)
 
         def on_train_epoch_start(self, trainer, pl_module):
             clock.mark("rollout_end")
@@ -275,6 +300,8 @@ def worker_ours(args) -> dict:
 
         def on_train_epoch_end(self, trainer, pl_module):
             clock.mark("end")
+            profiler.maybe_stop()
+            profiler.maybe_start(trainer.current_epoch + 1)
 
     trainer = instantiate(
         cfg.trainer, logger=False, callbacks=[Probe()], enable_checkpointing=False, enable_progress_bar=False,
@@ -283,7 +310,7 @@ def worker_ours(args) -> dict:
     trainer.fit(module, datamodule=datamodule)
     mem = memory.stop()
     updates = clock.intervals("rollout_end", "end")
-    return dict(steps=clock.steps(), updates=updates, memory=mem, **record)
+    return dict(steps=clock.steps(), updates=updates, memory=mem, profile=profiler.table, **record)
 
 
 def worker_trl(args) -> dict:
@@ -324,15 +351,18 @@ def worker_trl(args) -> dict:
         return out
 
     policy.generate = timed_generate
-    clock, memory = Clock(), MemoryWatch()
+    clock, memory, profiler = Clock(), MemoryWatch(), StepProfile(args.profile, step=args.warmup)
 
     class Probe(TrainerCallback):
         def on_train_begin(self, *a, **kw):
             memory.start()
             clock.mark("begin")
+            profiler.maybe_start(0)
 
-        def on_step_end(self, *a, **kw):
+        def on_step_end(self, args_, state, *a, **kw):
             clock.mark("end")
+            profiler.maybe_stop()
+            profiler.maybe_start(state.global_step)
 
     on_gpu = torch.cuda.is_available()
     config = GRPOConfig(
@@ -374,7 +404,7 @@ def worker_trl(args) -> dict:
     )
     trainer.train()
     mem = memory.stop()
-    return dict(steps=clock.steps(), memory=mem, **record)
+    return dict(steps=clock.steps(), memory=mem, profile=profiler.table, **record)
 
 
 # ---------------------------------------------------------------- (a) rollout throughput, in process
@@ -497,6 +527,10 @@ def report(args, rates, ours, trl) -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(wd) if i == 0 else c.rjust(wd) for i, (c, wd) in enumerate(zip(r, widths))) for r in rows]
     lines.insert(1, "  ".join("-" * wd for wd in widths))
+    for name, runs in (("this project", ours), ("TRL", trl)):
+        if runs:
+            curve = [statistics.fmean(step) for step in zip(*(run["rewards"] for run in runs))]
+            lines.append(f"mean reward by step, {name}: " + " ".join(f"{r:.3f}" for r in curve))
     return "\n".join(lines)
 
 
@@ -512,12 +546,13 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--reward", choices=["steps", "answer"], default="steps")
     p.add_argument("--warmstart-steps", type=int, default=None, help="supervised warm start of the tiny model (default: the config's, 1000)")
-    p.add_argument("--steps", type=int, default=10, help="GRPO steps per run and side")
+    p.add_argument("--steps", type=int, default=6, help="GRPO steps per run and side")
     p.add_argument("--warmup", type=int, default=2, help="first steps of each run left out of the timings")
-    p.add_argument("--rounds", type=int, default=2, help="alternating runs per side")
+    p.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
     p.add_argument("--gen-rounds", type=int, default=6, help="timed repetitions of (a) per side")
     p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     p.add_argument("--skip-trl", action="store_true")
+    p.add_argument("--profile", action="store_true", help="also print each side's top operators over one step (the first timed one)")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense peak of the device, for MFU")
     p.add_argument("--json", default=None, help="also write the raw measurements here")
     p.add_argument("--seed", type=int, default=0)
@@ -579,6 +614,9 @@ def main() -> None:
     load_end = os.getloadavg()
     print(f"\n{settings}\nload average at the end {load_end[0]:.1f} / {load_end[1]:.1f}; total {time.time() - t0:.0f} s\n")
     print(report(args, rates, ours, trl))
+    for name, runs in (("this project", ours), ("TRL", trl)):
+        if runs and runs[0].get("profile"):
+            print(f"\nProfile of one GRPO step, {name} (round 1, step {args.warmup + 1}):\n{runs[0]['profile']}")
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": settings, "rates": rates, "ours": ours, "trl": trl, "load": [load, load_end]}, indent=1))
 

@@ -102,7 +102,7 @@ def rm_overrides(cache) -> list[str]:
 def test_debug_run_with_reward_model_logs_rm_metrics(supervision, base_overrides, tmp_path):
     """python train.py debug=default reward=model rm_schedule=iterative [supervision=process]"""
     cfg = compose_config(
-        base_overrides + rm_overrides(tmp_path / "cache") + [f"supervision={supervision}"],
+        base_overrides + rm_overrides(tmp_path / "cache") + [f"supervision={supervision}", "eval.prompts=4", "eval.k_prompts=2"],
         output_dir=tmp_path / "run",
     )
     run(cfg)
