@@ -113,11 +113,6 @@ def test_debug_run_tensorboard(debug_run):
     assert {"final/accuracy", "initial/accuracy"} <= set(scalars)
 
 
-def test_debug_run_hparams_yaml_holds_the_settings(debug_run):
-    saved = OmegaConf.load(debug_run.out / "tb" / "hparams.yaml")
-    assert saved.get("grpo.group_size") == debug_run.cfg.grpo.group_size
-
-
 # ---- exact resume ----------------------------------------------------------------------------------
 RESUME = SIGNAL + [
     "grpo.minibatch_prompts=2",  # 2 mini-batches x mu=2: 4 updates per rollout, pi_old != pi_theta, Adam state matters

@@ -72,7 +72,6 @@ def run(cfg: DictConfig) -> float:
     if trainer.is_global_zero:
         if trainer.logger is not None:
             trainer.logger.log_hyperparams(_flat_hparams(cfg), metrics)
-            trainer.logger.save()  # hparams.yaml too
         lines = [f"{name:>24}: {value:.4f}" for name, value in sorted(metrics.items())]
         print("\nHeld-out results (greedy accuracy; pass@k / maj@k over k samples):\n" + "\n".join(lines))
         print(f"Policy exported to {export_dir} (transformers save_pretrained)")
