@@ -256,8 +256,32 @@ class Clock:
         return out
 
     def steps(self) -> list[float]:
-        ends = [t for kind, t in self.marks if kind in ("begin", "end")]
-        return [b - a for a, b in zip(ends, ends[1:])]
+        return self.intervals("begin", "end")
+
+
+class Turns:
+    """Lock-step with the other side's worker: after each step, tell the parent and wait for the next turn.
+
+    The parent lets the two workers run one GRPO step at a time, in turn, so both see the same machine
+    load (a shared 2-core machine's load swings step times 10x); waiting is outside the timed steps.
+    """
+
+    def __init__(self, spec: str | None):
+        self.go, self.done = (int(fd) for fd in spec.split(",")) if spec else (None, None)
+
+    def finished(self, last: bool = False, clock: Clock | None = None) -> None:
+        if self.done is not None:
+            os.write(self.done, b"d")
+            if not last:
+                os.read(self.go, 1)
+        if clock is not None and not last:
+            clock.mark("begin")
+
+    def ready(self, clock: Clock) -> None:
+        if self.done is not None:
+            os.write(self.done, b"r")
+            os.read(self.go, 1)
+        clock.mark("begin")
 
 
 # ---------------------------------------------------------------- workers (child processes)
@@ -280,10 +304,12 @@ def worker_ours(args) -> dict:
     clock, memory, record = Clock(), MemoryWatch(), {"rewards": [], "gen_s": [], "gen_tokens": [], "update_flops": []}
     profiler = StepProfile(args.profile, step=args.warmup)
 
+    turns = Turns(args.turns)
+
     class Probe(L.Callback):
         def on_train_start(self, trainer, pl_module):
             memory.start()
-            clock.mark("begin")
+            turns.ready(clock)
             profiler.maybe_start(trainer.current_epoch)
 
         def on_train_epoch_start(self, trainer, pl_module):
@@ -301,6 +327,7 @@ def worker_ours(args) -> dict:
         def on_train_epoch_end(self, trainer, pl_module):
             clock.mark("end")
             profiler.maybe_stop()
+            turns.finished(last=trainer.current_epoch + 1 >= args.steps, clock=clock)
             profiler.maybe_start(trainer.current_epoch + 1)
 
     trainer = instantiate(
@@ -315,6 +342,7 @@ def worker_ours(args) -> dict:
 
 def worker_trl(args) -> dict:
     from datasets import Dataset
+    from hydra.utils import instantiate
     from transformers import TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
@@ -322,7 +350,9 @@ def worker_trl(args) -> dict:
 
     out_dir = tempfile.mkdtemp(prefix="bench-trl-")
     cfg, task, policy, tokenizer, path = load_setup(args, out_dir)
-    pool = task.train_problems()[: args.steps * args.prompts * 2]
+    datamodule = instantiate(cfg.data, task=task)  # the questions this project's run asks, step by step, in order
+    datamodule.setup()
+    pool = [q for step in range(args.steps) for q in datamodule.questions(step)]
     dataset = Dataset.from_dict({"prompt": [p.prompt for p in pool], "answer": [p.answer for p in pool], "solution": [p.solution for p in pool]})
     steps_reward = StepShareReward(task)
     record = {"rewards": [], "gen_s": [], "gen_tokens": []}
@@ -353,15 +383,18 @@ def worker_trl(args) -> dict:
     policy.generate = timed_generate
     clock, memory, profiler = Clock(), MemoryWatch(), StepProfile(args.profile, step=args.warmup)
 
+    turns = Turns(args.turns)
+
     class Probe(TrainerCallback):
         def on_train_begin(self, *a, **kw):
             memory.start()
-            clock.mark("begin")
+            turns.ready(clock)
             profiler.maybe_start(0)
 
         def on_step_end(self, args_, state, *a, **kw):
             clock.mark("end")
             profiler.maybe_stop()
+            turns.finished(last=state.global_step >= args.steps, clock=clock)
             profiler.maybe_start(state.global_step)
 
     on_gpu = torch.cuda.is_available()
@@ -397,6 +430,7 @@ def worker_trl(args) -> dict:
         disable_tqdm=True,
         log_completions=False,
         seed=args.seed,
+        shuffle_dataset=False,  # the dataset is already in this project's question order
         dataloader_num_workers=0,
     )
     trainer = GRPOTrainer(
@@ -459,15 +493,37 @@ def rollout_throughput(args) -> dict:
 
 
 # ---------------------------------------------------------------- orchestration
-def run_worker(side: str, args, seed: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", side, "--seed", str(seed)] + args.passthrough
-    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
-        result_path = f.name
-    cmd += ["--result", result_path]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise RuntimeError(f"{side} worker failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}")
-    return json.loads(Path(result_path).read_text())
+def run_pair(sides: list[str], args, seed: int) -> dict[str, dict]:
+    """One worker process per side, taking GRPO steps in turn (see Turns); their results by side."""
+    workers = {}
+    for side in sides:
+        go_r, go_w = os.pipe()
+        done_r, done_w = os.pipe()
+        result = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+        log = tempfile.NamedTemporaryFile(suffix=".log", delete=False)
+        cmd = [sys.executable, __file__, "--worker", side, "--seed", str(seed), "--result", result, "--turns", f"{go_r},{done_w}"]
+        proc = subprocess.Popen(cmd + args.passthrough, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, pass_fds=(go_r, done_w))
+        os.close(go_r)
+        os.close(done_w)
+        workers[side] = dict(proc=proc, go=go_w, done=done_r, result=result, log=log.name)
+
+    def wait(side: str) -> None:
+        if not os.read(workers[side]["done"], 1):  # end of file: the worker is gone
+            workers[side]["proc"].wait()
+            raise RuntimeError(f"{side} worker failed:\n{Path(workers[side]['log']).read_text()[-8000:]}")
+
+    for side in sides:
+        wait(side)  # set up and ready to start
+    for step in range(args.steps):
+        for side in sides if step % 2 == 0 else sides[::-1]:  # who goes first alternates
+            os.write(workers[side]["go"], b"g")
+            wait(side)
+    results = {}
+    for side, w in workers.items():
+        if w["proc"].wait() != 0:
+            raise RuntimeError(f"{side} worker failed:\n{Path(w['log']).read_text()[-8000:]}")
+        results[side] = json.loads(Path(w["result"]).read_text())
+    return results
 
 
 def med(xs):
@@ -546,9 +602,9 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--reward", choices=["steps", "answer"], default="steps")
     p.add_argument("--warmstart-steps", type=int, default=None, help="supervised warm start of the tiny model (default: the config's, 1000)")
-    p.add_argument("--steps", type=int, default=6, help="GRPO steps per run and side")
+    p.add_argument("--steps", type=int, default=8, help="GRPO steps per run and side")
     p.add_argument("--warmup", type=int, default=2, help="first steps of each run left out of the timings")
-    p.add_argument("--rounds", type=int, default=3, help="alternating runs per side")
+    p.add_argument("--rounds", type=int, default=2, help="runs per side (each with its own seed)")
     p.add_argument("--gen-rounds", type=int, default=6, help="timed repetitions of (a) per side")
     p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     p.add_argument("--skip-trl", action="store_true")
@@ -558,9 +614,10 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--worker", choices=["ours", "trl"], default=None, help=argparse.SUPPRESS)
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--turns", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     keep = [a for a in (argv if argv is not None else sys.argv[1:])]
-    args.passthrough = _strip(keep, ("--seed", "--worker", "--result", "--json"))
+    args.passthrough = _strip(keep, ("--seed", "--worker", "--result", "--turns", "--json"))
     return args
 
 
@@ -600,13 +657,12 @@ def main() -> None:
     print(f"(a) done in {time.time() - t0:.0f} s", flush=True)
     ours, trl = [], []
     for r in range(args.rounds):
-        sides = ["ours", "trl"] if r % 2 == 0 else ["trl", "ours"]
-        for side in sides:
-            if side == "trl" and args.skip_trl:
-                continue
-            t1 = time.time()
-            (ours if side == "ours" else trl).append(run_worker(side, args, seed=args.seed + r))
-            print(f"round {r + 1}: {side} done in {time.time() - t1:.0f} s", flush=True)
+        t1 = time.time()
+        results = run_pair(["ours"] if args.skip_trl else ["ours", "trl"], args, seed=args.seed + r)
+        ours.append(results["ours"])
+        if "trl" in results:
+            trl.append(results["trl"])
+        print(f"round {r + 1} of (b)-(d) done in {time.time() - t1:.0f} s", flush=True)
     settings = (
         f"model={args.model}, G={args.group_size}, {args.prompts} prompts/step, {args.max_new_tokens} new tokens, "
         f"lr={args.lr}, beta={args.beta}, {args.precision}, {args.steps} steps x {args.rounds} rounds (first {args.warmup} untimed)"
