@@ -2,7 +2,8 @@
 
     .venv/bin/pip install -e '.[bench]'     # TRL and datasets, against the torch already installed
     .venv/bin/python scripts/bench.py       # CPU: built-in tiny model, G=8, 16 prompts/step, 64 new tokens
-    .venv/bin/python scripts/bench.py --model qwen2-0.5b --steps 8 --rounds 1   # GPU: 0.5B Qwen2-shaped model
+    .venv/bin/python scripts/bench.py --profile --json out.json   # + top operators of one step per side, raw data
+    .venv/bin/python scripts/bench.py --model qwen2-0.5b --rounds 1   # GPU: 0.5B Qwen2-shaped model (--precision bf16)
 
 One table, every ratio measured in the same run:
 (a) rollout tokens/s: `grpo.rollout.sampler.sample` against `model.generate(do_sample=True)` on the
@@ -22,22 +23,29 @@ One table, every ratio measured in the same run:
     is turned off: it trades speed for memory and this project does not do it. Groups with equal
     rewards stay in the loss on both sides (grpo.skip_zero_spread=false), as TRL keeps them.
 
-(b) and (d) run in child processes (so each one's memory is its own), in alternating rounds; step
-times are medians over the steps after `--warmup`. Equal learning: the mean rollout reward over the
-last half of the steps, per side, with its standard error across steps.
+(b) and (d) run in two child processes (so each one's memory is its own) that take GRPO steps in
+turn, one step each at a time, so both see the same machine load: on a shared 2-core machine other
+jobs swing step times tenfold, and whole runs one after the other compare different loads. Both
+sides get the same questions in the same order. Step times are medians over the steps after
+`--warmup` (at least 1: this project's first rollout runs before the first step is timed), over
+`--rounds` pairs of runs with different seeds. Equal learning: the mean rollout reward over the last
+half of the steps, per side, with its standard error across those steps.
 
-The reward: `--reward steps` (default) is the share of a completion's steps that the task's step
-checker marks right, `--reward answer` the final-answer verifier (1/0). The warm start used here
-(200 supervised steps, cached under outputs/bench-cache) is right on ~1% of answers, so the answer
-reward has almost no spread within a group and learning would be invisible; the step share has
-spread, so equal learning per step is a real check. Speed does not depend on the choice.
+Model: `tiny` is the default config's model, Llama-shaped (~1M parameters, char tokenizer) with its
+1000-step supervised warm start, cached where `python train.py` caches it (outputs/cache): the
+first run of either builds it (minutes on an idle 2-core machine, an hour on a busy one).
+`--warmstart-steps 200` gives a weaker start whose completions are longer and vary more (some run
+to the 64-token limit), which is where padding and finished rows cost most. An untrained model
+never emits EOS, every completion would run to the limit, which is not what a rollout looks like.
+`qwen2-0.5b` is Qwen2.5-0.5B's shape (24 layers, hidden 896, 14 heads / 2 KV heads, 151,936-entry
+vocabulary) built from config with random weights and the char tokenizer, for GPUs: its completions
+run to the maximum length, which is fine for throughput.
 
-Models: `tiny` is the default config's model (Llama-shaped, ~1M parameters, char tokenizer) with a
-shorter warm start (`--warmstart-steps`); an untrained model never emits EOS, every completion would
-run to the maximum, which is not what a rollout looks like. `qwen2-0.5b` is Qwen2.5-0.5B's shape
-(24 layers, hidden 896, 14 heads / 2 KV heads, 151,936-entry vocabulary) built from config with
-random weights and the char tokenizer: completions run to the maximum length, which is fine for
-throughput.
+Reward: `--reward steps` (default) is the share of a completion's steps that the task's step
+checker marks right, `--reward answer` the final-answer verifier (1/0). The warm starts get few
+answers right (14% after 1000 steps, 1% after 200), so the answer reward is flat in many groups; the
+step share varies within groups, so equal learning per step is a real check. Speed does not depend
+on the choice.
 """
 
 from __future__ import annotations
@@ -121,6 +129,7 @@ QWEN2_05B = dict(  # Qwen2.5-0.5B's shape
 
 def build_qwen2_05b(task, dims: dict = QWEN2_05B) -> Path:
     """A Qwen2 model of shape `dims` with random weights (seeded), saved once under outputs/bench-cache."""
+    from filelock import FileLock
     from transformers import Qwen2Config
 
     from grpo.models.sources import PRINTABLE
@@ -128,18 +137,19 @@ def build_qwen2_05b(task, dims: dict = QWEN2_05B) -> Path:
     from grpo.models.tokenizer import build_char_tokenizer
 
     path = CACHE / ("qwen2-" + "-".join(str(dims[k]) for k in ("hidden_size", "num_hidden_layers", "vocab_size")))
-    if (path / "config.json").exists():
-        return path
-    tokenizer = build_char_tokenizer(task.alphabet or PRINTABLE)
-    config = Qwen2Config(
-        **dims, tie_word_embeddings=True, use_sliding_window=False, pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-    )
-    model = build_tiny_model(config, seed=0)
-    tmp = path.with_name(path.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    os.replace(tmp, path)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if not (path / "config.json").exists():
+            tokenizer = build_char_tokenizer(task.alphabet or PRINTABLE)
+            config = Qwen2Config(
+                **dims, tie_word_embeddings=True, use_sliding_window=False, pad_token_id=tokenizer.pad_token_id,
+                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+            )
+            model = build_tiny_model(config, seed=0)
+            tmp = path.with_name(path.name + ".tmp")
+            model.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+            os.replace(tmp, path)
     return path
 
 
@@ -270,10 +280,10 @@ class Turns:
         self.go, self.done = (int(fd) for fd in spec.split(",")) if spec else (None, None)
 
     def finished(self, last: bool = False, clock: Clock | None = None) -> None:
+        """After a step: wait for the next turn (after the last one: for the other side to finish too)."""
         if self.done is not None:
             os.write(self.done, b"d")
-            if not last:
-                os.read(self.go, 1)
+            os.read(self.go, 1)
         if clock is not None and not last:
             clock.mark("begin")
 
@@ -518,6 +528,8 @@ def run_pair(sides: list[str], args, seed: int) -> dict[str, dict]:
         for side in sides if step % 2 == 0 else sides[::-1]:  # who goes first alternates
             os.write(workers[side]["go"], b"g")
             wait(side)
+    for side in sides:  # all done: let them finish (none tears down while the other is timed)
+        os.write(workers[side]["go"], b"g")
     results = {}
     for side, w in workers.items():
         if w["proc"].wait() != 0:
@@ -605,7 +617,7 @@ def parse_args(argv=None):
     p.add_argument("--steps", type=int, default=8, help="GRPO steps per run and side")
     p.add_argument("--warmup", type=int, default=2, help="first steps of each run left out of the timings")
     p.add_argument("--rounds", type=int, default=2, help="runs per side (each with its own seed)")
-    p.add_argument("--gen-rounds", type=int, default=6, help="timed repetitions of (a) per side")
+    p.add_argument("--gen-rounds", type=int, default=12, help="timed repetitions of (a) per side")
     p.add_argument("--threads", type=int, default=2, help="torch threads on CPU")
     p.add_argument("--skip-trl", action="store_true")
     p.add_argument("--profile", action="store_true", help="also print each side's top operators over one step (the first timed one)")
@@ -616,6 +628,8 @@ def parse_args(argv=None):
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
     p.add_argument("--turns", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if not 1 <= args.warmup < args.steps:
+        p.error(f"need 1 <= --warmup < --steps, got --warmup {args.warmup} --steps {args.steps}")
     keep = [a for a in (argv if argv is not None else sys.argv[1:])]
     args.passthrough = _strip(keep, ("--seed", "--worker", "--result", "--turns", "--json"))
     return args

@@ -63,6 +63,15 @@ def _next_token(logits: Tensor, temperature: float, top_p: float, generator: tor
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
+    """`generator`, or one on `device` seeded from it (sampling on a GPU needs a GPU generator; callers seed CPU
+    ones), so a rollout stays a function of the seed wherever it runs."""
+    if generator is None or generator.device.type == device.type:
+        return generator
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    return torch.Generator(device=device).manual_seed(seed)
+
+
 def full_attention_only(config) -> bool:
     """True when every layer attends to the whole context (no sliding window), so one mask serves all layers."""
     layer_types = getattr(config, "layer_types", None)
@@ -110,6 +119,7 @@ def sample(
     result has B * G rows, each prompt's G samples contiguous (the layout of a GRPO group).
     """
     device = prompt_ids.device
+    generator = generator_on(generator, device)
     batch, P = prompt_ids.shape[0] * num_samples, prompt_ids.shape[1]
     cache_arg = cache_kwarg(model)
     out_ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
@@ -144,7 +154,10 @@ def sample(
         if n_stopped and n_stopped >= COMPACT_FRACTION * len(alive):  # drop finished rows from the batch and cache
             keep = (~stopped).nonzero().squeeze(-1)
             alive, token, next_pos, full_mask, stopped = alive[keep], token[keep], next_pos[keep], full_mask[keep], stopped[keep]
-            decoder.select(keep) if decoder is not None else cache.batch_select_indices(keep)
+            if decoder is not None:
+                decoder.select(keep)
+            else:
+                cache.batch_select_indices(keep)
         attention_mask = full_mask[..., : P + step + 1]  # the prompt's padding, then the tokens so far
         if decoder is not None:
             logits = decoder.step(token, next_pos, attention_mask)
