@@ -20,9 +20,8 @@ from torchmetrics import MeanMetric
 from grpo.algo.loss import grpo_loss
 from grpo.distributed import configure_for_strategy, gathered_for_generation, total_grad_norm
 from grpo.metrics import maj_at_k, pass_at_k
-from grpo.rollout.collect import evaluating
+from grpo.rollout.collect import sample_problems
 from grpo.rollout.logprobs import completion_logprobs
-from grpo.rollout.sampler import sample
 
 
 class GRPOModule(L.LightningModule):
@@ -120,18 +119,10 @@ class GRPOModule(L.LightningModule):
 
     # ---- held-out evaluation: greedy accuracy, and pass@k / maj@k over k sampled answers
     def generate(self, problems, temperature: float, num_samples: int = 1, generator=None) -> list[str]:
-        enc = self.tokenizer([p.prompt for p in problems], padding=True, return_tensors="pt", add_special_tokens=False)
-        with evaluating(self.policy), self.unsharded_policy():
-            out = sample(
-                self.policy,
-                enc.input_ids.to(self.device),
-                enc.attention_mask.to(self.device),
-                max_new_tokens=self.max_new_tokens,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-                temperature=temperature,
-                generator=generator,
-                num_samples=num_samples,
+        with self.unsharded_policy():
+            _, _, out = sample_problems(
+                self.policy, self.tokenizer, problems, num_samples=num_samples,
+                max_new_tokens=self.max_new_tokens, temperature=temperature, generator=generator,
             )
         return self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
 

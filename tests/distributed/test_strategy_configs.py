@@ -149,7 +149,7 @@ def test_one_device_and_deepspeed_need_no_change():
 
 @pytest.mark.parametrize("arch", ["llama", "qwen2"])
 def test_fsdp_wraps_each_decoder_layer(arch):
-    model, _ = tiny_lm(arch=arch, num_layers=3)
+    model, _ = tiny_lm(family=arch, num_layers=3)
     layers = decoder_layers(model)
     assert layers == list(model.model.layers)
 

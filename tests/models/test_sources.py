@@ -13,7 +13,8 @@ from grpo.models.sources import PretrainedPolicy, TinyPolicy, load_pretrained
 from grpo.tasks import ArithmeticTask
 from grpo_testkit import compose_config
 
-TINY = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position_embeddings=64)
+ARCH = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position_embeddings=64)
+TINY = dict(arch=ARCH)
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_tiny_policy_warm_starts_once_then_loads_from_cache(tmp_path, small_task
     for (name, p), q in zip(model.named_parameters(), again.parameters()):
         assert torch.equal(p, q), name
     assert tokenizer2.get_vocab() == tokenizer.get_vocab() and tokenizer2.padding_side == "left"
-    assert model.config.vocab_size == len(tokenizer) and model.config.hidden_size == TINY["hidden_size"]
+    assert model.config.vocab_size == len(tokenizer) and model.config.hidden_size == ARCH["hidden_size"]
 
 
 def test_warm_start_trains_the_fresh_model(tmp_path, small_task):
@@ -60,7 +61,7 @@ def test_warm_start_trains_the_fresh_model(tmp_path, small_task):
 
     trained, tokenizer = TinyPolicy(**TINY, warmstart_steps=2, warmstart_batch_size=4, cache_dir=str(tmp_path)).load(small_task)
     untrained, _ = TinyPolicy(**TINY, warmstart_steps=0, cache_dir=str(tmp_path)).load(small_task)
-    fresh = build_tiny_model(tiny_config(tokenizer, **TINY), seed=0)
+    fresh = build_tiny_model(tiny_config(tokenizer, **ARCH), seed=0)
     assert all(torch.equal(p, q) for p, q in zip(untrained.parameters(), fresh.parameters()))  # steps=0: as built
     assert any(not torch.equal(p, q) for p, q in zip(trained.parameters(), fresh.parameters()))
 
@@ -70,8 +71,8 @@ def test_cache_key_follows_everything_that_shapes_the_model(tmp_path):
     key = base.cache_path("task-a")
     assert TinyPolicy(**TINY, cache_dir=str(tmp_path)).cache_path("task-a") == key  # deterministic
     assert base.cache_path("task-b") != key
-    assert TinyPolicy(**{**TINY, "hidden_size": 32}, cache_dir=str(tmp_path)).cache_path("task-a") != key
-    assert TinyPolicy(**TINY, arch="qwen2", cache_dir=str(tmp_path)).cache_path("task-a") != key
+    assert TinyPolicy(arch={**ARCH, "hidden_size": 32}, cache_dir=str(tmp_path)).cache_path("task-a") != key
+    assert TinyPolicy(arch={**ARCH, "family": "qwen2"}, cache_dir=str(tmp_path)).cache_path("task-a") != key
     assert TinyPolicy(**TINY, warmstart_steps=7, cache_dir=str(tmp_path)).cache_path("task-a") != key
     assert TinyPolicy(**TINY, seed=1, cache_dir=str(tmp_path)).cache_path("task-a") != key
 

@@ -30,7 +30,7 @@ def bound(kind: str, tokenizer, seed: int = 0) -> ModelReward:
     """A ModelReward around a random tiny reward model (no initial training)."""
     reward = ModelReward(kind=kind)
     reward.task, reward.tokenizer = TASK, tokenizer
-    reward.model = build_reward_model(tokenizer, hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, seed=seed).eval()
+    reward.model = build_reward_model(tokenizer, arch=dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), seed=seed).eval()
     reward._policy = reward.model
     return reward
 

@@ -13,7 +13,7 @@ from grpo.rollout.sampler import position_ids_from_mask, sample
 from grpo_testkit import tiny_lm
 
 PROMPTS = ["Q:1+2=", "Q:12*3+45=", "Q:9-1=", "Q:99-12+7="]
-ARCHS = [dict(arch="llama"), dict(arch="qwen2", num_heads=4, num_kv_heads=2)]
+ARCHS = [dict(family="llama"), dict(family="qwen2", num_heads=4, num_kv_heads=2)]
 
 
 def build(arch: dict, attn: str):
@@ -33,7 +33,7 @@ def build(arch: dict, attn: str):
 
 
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
-@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a["arch"])
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a["family"])
 def test_fast_decoder_logits_equal_the_forward_bit_for_bit(arch, attn):
     model, tok = build(arch, attn)
     assert fast_decode.supports(model)
@@ -59,7 +59,7 @@ def test_fast_decoder_logits_equal_the_forward_bit_for_bit(arch, attn):
             token, next_pos = got.argmax(-1), next_pos + 1
 
 
-@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a["arch"])
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a["family"])
 def test_sampling_through_the_fast_decoder_equals_the_plain_forward(arch, monkeypatch):
     model, tok = build(arch, "sdpa")
     enc = tok(PROMPTS, padding=True, return_tensors="pt", add_special_tokens=False)
@@ -76,7 +76,7 @@ def test_sampling_through_the_fast_decoder_equals_the_plain_forward(arch, monkey
     assert fast.ids.equal(plain.ids) and fast.mask.equal(plain.mask) and fast.truncated.equal(plain.truncated)
 
 
-@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a["arch"])
+@pytest.mark.parametrize("arch", ARCHS, ids=lambda a: a["family"])
 @pytest.mark.parametrize("width", [4096, 24])  # one chunk per group, or groups split over several chunks
 def test_group_packed_logprobs_equal_padded(arch, width, monkeypatch):
     model, tok = build(arch, "sdpa")

@@ -15,13 +15,14 @@ import json
 import logging
 import os
 import string
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpo.models.tiny import build_tiny_model, tiny_config
+from grpo.models.tiny import TinyArch, build_tiny_model
 from grpo.models.tokenizer import build_char_tokenizer
 from grpo.models.warmstart import train_warm_start
 
@@ -33,31 +34,19 @@ PRINTABLE = string.printable  # alphabet of the char tokenizer for tasks that do
 class TinyPolicy:
     def __init__(
         self,
-        arch: str = "llama",
-        hidden_size: int = 128,
-        num_layers: int = 4,
-        num_heads: int = 4,
-        intermediate_size: int = 512,
-        max_position_embeddings: int = 256,
+        arch: TinyArch | Mapping | None = None,
         warmstart_steps: int = 1000,
         warmstart_batch_size: int = 64,
         warmstart_lr: float = 1e-3,
         seed: int = 0,
         cache_dir: str = "outputs/cache",
     ):
-        self.arch_kwargs = dict(
-            arch=arch,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_position_embeddings,
-        )
+        self.arch = TinyArch.from_node(arch, where="model.arch")
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
 
     def cache_path(self, task_key: str) -> Path:
-        key = json.dumps([self.arch_kwargs, self.warmstart, task_key], sort_keys=True)
+        key = json.dumps([self.arch.as_dict(), self.warmstart, task_key], sort_keys=True)
         return self.cache_dir / f"warmstart-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def load(self, task, task_key: str = ""):
@@ -71,7 +60,7 @@ class TinyPolicy:
 
     def _build(self, task, path: Path) -> None:
         tokenizer = build_char_tokenizer(task.alphabet or PRINTABLE)
-        model = build_tiny_model(tiny_config(tokenizer, **self.arch_kwargs), seed=self.warmstart["seed"])
+        model = build_tiny_model(self.arch.config(tokenizer), seed=self.warmstart["seed"])
         if self.warmstart["steps"] > 0:
             log.info("Warm start: %d supervised steps, cached at %s for later runs", self.warmstart["steps"], path)
             train_warm_start(model, tokenizer, task, log_dir=str(path.parent), **self.warmstart)

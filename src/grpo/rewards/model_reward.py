@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -27,6 +28,7 @@ from filelock import FileLock
 from torch import Tensor
 from transformers import AutoTokenizer
 
+from grpo.models.tiny import TinyArch
 from grpo.rewards.reward_model import build_reward_model, load_reward_model, score
 from grpo.rewards.rm_data import KINDS, RMExample, label_examples, sample_completions, split_by_prompt
 from grpo.rewards.rm_training import train_reward_model
@@ -43,12 +45,7 @@ class ModelReward:
         supervision: str = "outcome",
         name_or_path: str | None = None,
         init_from_policy: bool = True,
-        arch: str = "llama",
-        hidden_size: int = 128,
-        num_layers: int = 4,
-        num_heads: int = 4,
-        intermediate_size: int = 512,
-        max_position_embeddings: int = 256,
+        arch: TinyArch | Mapping | None = None,
         dtype: str = "float32",
         trust_remote_code: bool = False,
         initial_prompts: int = 128,
@@ -71,12 +68,7 @@ class ModelReward:
         self.kind = kind
         self.model_kwargs = dict(
             name_or_path=name_or_path,
-            arch=arch,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_position_embeddings,
+            arch=TinyArch.from_node(arch, where="reward.arch"),
             dtype=dtype,
             trust_remote_code=trust_remote_code,
         )
@@ -114,8 +106,9 @@ class ModelReward:
 
     def cache_path(self, task, policy) -> Path:
         task_key = {k: v for k, v in vars(task).items() if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))}
+        model_key = {**self.model_kwargs, "arch": self.model_kwargs["arch"].as_dict()}
         key = json.dumps(
-            [self.kind, self.model_kwargs, self.init_from_policy, self.data, self.train_kwargs, self.seed,
+            [self.kind, model_key, self.init_from_policy, self.data, self.train_kwargs, self.seed,
              type(task).__qualname__, task_key, policy_fingerprint(policy)],
             sort_keys=True,
         )

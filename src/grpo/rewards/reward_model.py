@@ -13,11 +13,13 @@ whose decoded text reaches past them (the same rule the rollout uses for the pol
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 from torch import Tensor
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
-from grpo.models.tiny import tiny_config
+from grpo.models.tiny import TinyArch
 from grpo.rewards.rm_data import RMExample
 from grpo.rollout.collect import evaluating, token_ends
 
@@ -27,12 +29,7 @@ def build_reward_model(
     name_or_path: str | None = None,
     *,
     init_from=None,
-    arch: str = "llama",
-    hidden_size: int = 128,
-    num_layers: int = 4,
-    num_heads: int = 4,
-    intermediate_size: int = 512,
-    max_position_embeddings: int = 256,
+    arch: TinyArch | Mapping | None = None,
     dtype: str = "float32",
     trust_remote_code: bool = False,
     seed: int = 0,
@@ -40,7 +37,7 @@ def build_reward_model(
     """A scalar-head model: from `name_or_path` (hub id or directory), else the tiny built-in architecture.
 
     `init_from`: a causal LM whose backbone weights start the tiny model (the usual practice: a reward
-    model starts from the policy); its config then sets the architecture and the arch arguments are unused.
+    model starts from the policy); its config then sets the architecture and `arch` is unused.
     """
     if name_or_path is not None:
         try:
@@ -55,15 +52,7 @@ def build_reward_model(
     if init_from is not None:
         config = init_from.config.__class__.from_dict(init_from.config.to_dict())
     else:
-        config = tiny_config(
-            tokenizer,
-            arch=arch,
-            hidden_size=hidden_size,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            intermediate_size=intermediate_size,
-            max_position_embeddings=max_position_embeddings,
-        )
+        config = TinyArch.from_node(arch, where="reward.arch").config(tokenizer)
     config.num_labels = 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grpo.rollout.collect import evaluating
-from grpo.rollout.sampler import sample
+from grpo.rollout.collect import sample_problems
 
 KINDS = ("orm", "prm")
 
@@ -71,31 +70,20 @@ def sample_completions(
     progress: bool = False,
 ) -> tuple[list, list[str]]:
     """(problem per completion, completion texts): `samples_per_prompt` samples of each problem, in order."""
-    device = next(policy.parameters()).device
     chunks = range(0, len(problems), batch_prompts)
     if progress:
         from tqdm.auto import tqdm
 
         chunks = tqdm(chunks, desc="Sampling for the reward model", unit="batch")
     group_problems, texts = [], []
-    with evaluating(policy):
-        for start in chunks:
-            chunk = problems[start : start + batch_prompts]
-            enc = tokenizer([p.prompt for p in chunk], padding=True, return_tensors="pt", add_special_tokens=False)
-            out = sample(
-                policy,
-                enc.input_ids.to(device),
-                enc.attention_mask.to(device),
-                max_new_tokens=max_new_tokens,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-                temperature=temperature,
-                top_p=top_p,
-                generator=generator,
-                num_samples=samples_per_prompt,
-            )
-            texts += tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
-            group_problems += [p for p in chunk for _ in range(samples_per_prompt)]
+    for start in chunks:
+        chunk = problems[start : start + batch_prompts]
+        _, _, out = sample_problems(
+            policy, tokenizer, chunk, num_samples=samples_per_prompt,
+            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator,
+        )
+        texts += tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
+        group_problems += [p for p in chunk for _ in range(samples_per_prompt)]
     return group_problems, texts
 
 

@@ -12,7 +12,7 @@ from torch import Tensor
 from grpo.algo.advantages import outcome_advantages, process_advantages
 from grpo.rollout.batch import RolloutBatch
 from grpo.rollout.logprobs import completion_logprobs
-from grpo.rollout.sampler import sample
+from grpo.rollout.sampler import Completions, sample
 
 
 @contextmanager
@@ -26,6 +26,30 @@ def evaluating(*models):
     finally:
         for m, w in zip(models, was):
             m.train(w)
+
+
+@torch.no_grad()
+def sample_problems(policy, tokenizer, problems, *, num_samples: int = 1, **sampling) -> tuple[Tensor, Tensor, Completions]:
+    """Sample `num_samples` completions of each problem's prompt from `policy` (in eval mode).
+
+    Returns the prompts as encoded, left-padded on the policy's device (prompt_ids, prompt_mask:
+    [B, P]), and the Completions ([B * num_samples, T], each prompt's samples contiguous).
+    `sampling`: max_new_tokens, temperature, top_p, generator (see `grpo.rollout.sampler.sample`).
+    """
+    device = next(policy.parameters()).device
+    enc = tokenizer([p.prompt for p in problems], padding=True, return_tensors="pt", add_special_tokens=False)
+    prompt_ids, prompt_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
+    with evaluating(policy):
+        out = sample(
+            policy,
+            prompt_ids,
+            prompt_mask,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            num_samples=num_samples,
+            **sampling,
+        )
+    return prompt_ids, prompt_mask, out
 
 
 @torch.no_grad()
@@ -86,21 +110,10 @@ def collect_rollout(
     """Returns (RolloutBatch, stats: dict of floats, samples: list of (Problem, completion text, reward)) ."""
     device = next(policy.parameters()).device
     t0 = time.perf_counter()
-    enc = tokenizer([p.prompt for p in problems], padding=True, return_tensors="pt", add_special_tokens=False)
-    prompt_ids, prompt_mask = enc.input_ids.to(device), enc.attention_mask.to(device)
-    with evaluating(policy):
-        out = sample(
-            policy,
-            prompt_ids,
-            prompt_mask,
-            max_new_tokens=max_new_tokens,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            temperature=temperature,
-            top_p=top_p,
-            generator=generator,
-            num_samples=group_size,
-        )
+    prompt_ids, prompt_mask, out = sample_problems(
+        policy, tokenizer, problems, num_samples=group_size,
+        max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator,
+    )
     t_gen = time.perf_counter() - t0
 
     # ---- score
