@@ -35,9 +35,9 @@ class TinyPolicy:
     def __init__(
         self,
         arch: TinyArch | Mapping | None = None,
-        warmstart_steps: int = 1000,
+        warmstart_steps: int = 2000,
         warmstart_batch_size: int = 64,
-        warmstart_lr: float = 1e-3,
+        warmstart_lr: float = 2e-3,
         seed: int = 0,
         cache_dir: str = "outputs/cache",
     ):
