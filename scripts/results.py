@@ -1,15 +1,18 @@
-"""Summarise a sweep: read each job's TensorBoard log, print a table (mean ± std over seeds), save a plot.
+"""Summarise sweeps: read each job's TensorBoard log, print a table (mean ± std over seeds), save a plot.
 
-    python scripts/results.py outputs/multirun/<time> [--out results.png]
+    python scripts/results.py outputs/multirun/<time> [more sweeps...] [--out results.png]
 
-Jobs are grouped by their Hydra overrides minus `seed`; each cell shows the mean ± std over the
-group's seeds of the held-out metrics before training (first evaluation) and after (last one).
+A cell is the jobs whose Hydra overrides are equal once `seed` is left out; overrides shared by every
+job are printed once above the table. Each cell shows, over its seeds, the mean ± std of the held-out
+metrics before RL (the first evaluation) and after (the last one), and their difference; the plot
+(needs matplotlib: `pip install -e .[analysis]`) shows each cell's mean greedy accuracy per step.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -17,18 +20,31 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 METRICS = ("val/accuracy", "val/pass@8", "val/maj@8")
+Series = dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
 
 
-def read_job(job_dir: Path) -> tuple[str, dict[str, list[tuple[int, float]]]] | None:
+def read_job(job_dir: Path) -> tuple[list[str], Series] | None:
+    """(overrides without seed, scalar series) of a finished or running job; None if it has no log yet."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
-    tb_dirs = list(job_dir.glob("tb"))
-    if not overrides_file.exists() or not tb_dirs:
+    if not overrides_file.exists() or not (job_dir / "tb").is_dir():
         return None
-    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) if not o.startswith("seed=")]
-    events = EventAccumulator(str(tb_dirs[0]), size_guidance={"scalars": 0})
+    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("seed=")]
+    events = EventAccumulator(str(job_dir / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
-    return " ".join(sorted(overrides)) or "(defaults)", series
+    return overrides, series
+
+
+def collect(sweeps: list[Path]) -> tuple[list[str], dict[str, list[Series]]]:
+    """(overrides common to every job, {cell name: [series of each seed]})."""
+    jobs = [job for sweep in sweeps for d in sorted(p for p in sweep.iterdir() if p.is_dir()) if (job := read_job(d))]
+    if not jobs:
+        raise SystemExit(f"No Hydra jobs with TensorBoard logs (<job>/.hydra/overrides.yaml and <job>/tb/) under {sweeps}")
+    common = sorted(set.intersection(*(set(o) for o, _ in jobs)))
+    cells: dict[str, list[Series]] = defaultdict(list)
+    for overrides, series in jobs:
+        cells[" ".join(sorted(set(overrides) - set(common))) or "(common only)"].append(series)
+    return common, dict(cells)
 
 
 def fmt(values: list[float]) -> str:
@@ -38,53 +54,66 @@ def fmt(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("sweeps", nargs="+", type=Path, help="multirun folders (outputs/multirun/<time>)")
-    parser.add_argument("--out", type=Path, default=Path("results.png"))
-    args = parser.parse_args()
-
-    cells: dict[str, list[dict]] = defaultdict(list)
-    for sweep in args.sweeps:
-        for job_dir in sorted(p for p in sweep.iterdir() if p.is_dir()):
-            job = read_job(job_dir)
-            if job:
-                cells[job[0]].append(job[1])
-
-    header = ["setting", "seeds"] + [f"{m.split('/')[1]} {when}" for m in METRICS for when in ("before", "after")]
+def table(cells: dict[str, list[Series]], metrics=METRICS) -> str:
+    """A Markdown table: per cell, seeds and, per metric, before / after / change (in points)."""
+    header = ["setting", "seeds"]
+    for metric in metrics:
+        name = metric.split("/")[-1]
+        header += [f"{name} before", f"{name} after", f"{name} change"]
     rows = []
     for name, runs in sorted(cells.items()):
         row = [name, str(len(runs))]
-        for metric in METRICS:
-            for pick in (0, -1):
-                row.append(fmt([run[metric][pick][1] for run in runs if run.get(metric)]))
+        for metric in metrics:
+            done = [run[metric] for run in runs if len(run.get(metric, [])) >= 2]
+            row += [fmt([s[0][1] for s in done]), fmt([s[-1][1] for s in done]), fmt([s[-1][1] - s[0][1] for s in done])]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for row in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |")
+    lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"]
+    lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    return "\n".join(lines)
 
-    import matplotlib
 
+def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy") -> None:
+    try:
+        import matplotlib
+    except ImportError:
+        sys.exit("The plot needs matplotlib: `.venv/bin/pip install -e '.[analysis]'` (the table above is complete)")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
     for name, runs in sorted(cells.items()):
-        curves = [run["val/accuracy"] for run in runs if run.get("val/accuracy")]
+        curves = [run[metric] for run in runs if run.get(metric)]
         if not curves:
             continue
-        steps = [s for s, _ in curves[0]]
         n = min(len(c) for c in curves)
+        steps = [s for s, _ in curves[0][:n]]
         mean = [statistics.mean(c[i][1] for c in curves) for i in range(n)]
-        ax.plot(steps[:n], mean, marker="o", label=f"{name} (n={len(curves)})")
-    ax.set_xlabel("optimizer step")
-    ax.set_ylabel("held-out greedy accuracy")
+        ax.plot(steps, mean, marker="o", label=f"{name} (n={len(curves)})")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel(f"held-out {metric.split('/')[-1]} (mean over seeds)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
-    print(f"plot saved to {args.out}")
+    fig.savefig(out, dpi=120)
+    print(f"plot saved to {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweeps", nargs="+", type=Path, help="multirun folders (outputs/multirun/<time>)")
+    parser.add_argument("--out", type=Path, default=Path("results.png"), help="where the plot goes")
+    parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    args = parser.parse_args()
+    missing = [str(s) for s in args.sweeps if not s.is_dir()]
+    if missing:
+        raise SystemExit(f"Not a folder: {', '.join(missing)}; pass sweep folders such as outputs/multirun/<time>")
+    common, cells = collect(args.sweeps)
+    if common:
+        print("every job: " + " ".join(common))
+    print(table(cells))
+    if not args.no_plot:
+        plot(cells, args.out)
 
 
 if __name__ == "__main__":

@@ -87,10 +87,10 @@ class GRPOModule(L.LightningModule):
     def on_before_optimizer_step(self, optimizer) -> None:
         norm = total_grad_norm(self.policy.parameters())  # the full model's, also with sharded (FSDP2) gradients
         if norm is not None:  # None under DeepSpeed ZeRO, which keeps gradients in its own buffers
-            self.log("train/grad_norm", norm, on_step=False, on_epoch=True, sync_dist=True)
+            self.log("train/grad_norm", norm, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
     def on_train_epoch_end(self) -> None:
-        self.log("perf/update_time_s", time.perf_counter() - self._update_start, on_step=False, on_epoch=True, sync_dist=True)
+        self.log("perf/update_time_s", time.perf_counter() - self._update_start, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.policy.parameters() if p.requires_grad)

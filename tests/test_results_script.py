@@ -1,0 +1,56 @@
+"""scripts/results.py: cells from a sweep's Hydra overrides (seed left out), before/after/change per metric."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import yaml
+from torch.utils.tensorboard import SummaryWriter
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results.py"
+
+
+@pytest.fixture(scope="module")
+def results():
+    spec = importlib.util.spec_from_file_location("results_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_job(job_dir: Path, overrides: list[str], accuracy: list[float]) -> None:
+    (job_dir / ".hydra").mkdir(parents=True)
+    (job_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    writer = SummaryWriter(str(job_dir / "tb"))
+    for step, value in zip((0, 50, 100), accuracy):
+        writer.add_scalar("val/accuracy", value, step)
+        writer.add_scalar("val/maj@8", value / 2, step)
+    writer.close()
+
+
+def test_table_groups_seeds_and_reports_before_after_change(tmp_path, results):
+    sweep = tmp_path / "sweep"
+    fake_job(sweep / "0", ["grpo.steps=100", "supervision=outcome", "seed=0"], [0.5, 0.6, 0.7])
+    fake_job(sweep / "1", ["grpo.steps=100", "supervision=outcome", "seed=1"], [0.5, 0.7, 0.9])
+    fake_job(sweep / "2", ["grpo.steps=100", "supervision=process", "seed=0"], [0.4, 0.4, 0.4])
+    (sweep / "3").mkdir()  # a job that has not logged anything yet: skipped
+
+    common, cells = results.collect([sweep])
+    assert common == ["grpo.steps=100"]
+    assert sorted(cells) == ["supervision=outcome", "supervision=process"]
+    assert len(cells["supervision=outcome"]) == 2
+
+    lines = results.table(cells, metrics=("val/accuracy", "val/maj@8")).splitlines()
+    outcome = next(line for line in lines if line.startswith("| supervision=outcome"))
+    cols = [c.strip() for c in outcome.strip("|").split("|")]
+    # accuracy: before 50 ± 0, after mean(70, 90) = 80 ± 14.1, change 30 ± 14.1; maj@8 is half of it
+    assert cols[1:] == ["2", "50.0 ± 0.0", "80.0 ± 14.1", "30.0 ± 14.1", "25.0 ± 0.0", "40.0 ± 7.1", "15.0 ± 7.1"]
+    process = next(line for line in lines if line.startswith("| supervision=process"))
+    assert [c.strip() for c in process.strip("|").split("|")][1:5] == ["1", "40.0 ± 0.0", "40.0 ± 0.0", "0.0 ± 0.0"]
+
+
+def test_an_empty_folder_gives_a_clear_error(tmp_path, results):
+    with pytest.raises(SystemExit, match="No Hydra jobs with TensorBoard logs"):
+        results.collect([tmp_path])
