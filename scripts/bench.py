@@ -613,7 +613,7 @@ def parse_args(argv=None):
     p.add_argument("--beta", type=float, default=0.04)
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     p.add_argument("--reward", choices=["steps", "answer"], default="steps")
-    p.add_argument("--warmstart-steps", type=int, default=None, help="supervised warm start of the tiny model (default: the config's, 1000)")
+    p.add_argument("--warmstart-steps", type=int, default=None, help="supervised warm start of the tiny model (default: the config's, 2000)")
     p.add_argument("--steps", type=int, default=8, help="GRPO steps per run and side")
     p.add_argument("--warmup", type=int, default=2, help="first steps of each run left out of the timings")
     p.add_argument("--rounds", type=int, default=2, help="runs per side (each with its own seed)")
