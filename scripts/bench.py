@@ -32,7 +32,7 @@ sides get the same questions in the same order. Step times are medians over the 
 half of the steps, per side, with its standard error across those steps.
 
 Model: `tiny` is the default config's model, Llama-shaped (~1M parameters, char tokenizer) with its
-1000-step supervised warm start, cached where `python train.py` caches it (outputs/cache): the
+supervised warm start (2000 steps), cached where `python train.py` caches it (outputs/cache): the
 first run of either builds it (minutes on an idle 2-core machine, an hour on a busy one).
 `--warmstart-steps 200` gives a weaker start whose completions are longer and vary more (some run
 to the 64-token limit), which is where padding and finished rows cost most. An untrained model
@@ -42,9 +42,9 @@ vocabulary) built from config with random weights and the char tokenizer, for GP
 run to the maximum length, which is fine for throughput.
 
 Reward: `--reward steps` (default) is the share of a completion's steps that the task's step
-checker marks right, `--reward answer` the final-answer verifier (1/0). The warm starts get few
-answers right (14% after 1000 steps, 1% after 200), so the answer reward is flat in many groups; the
-step share varies within groups, so equal learning per step is a real check. Speed does not depend
+checker marks right, `--reward answer` the final-answer verifier (1/0). Weak warm starts get few
+answers right (about half after the default 2000 steps, 1% after 200), so the answer reward is flat in
+many groups; the step share varies within groups, so equal learning per step is a real check. Speed does not depend
 on the choice.
 """
 
