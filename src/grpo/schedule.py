@@ -191,4 +191,3 @@ def _check_replicas(model) -> None:
     sums = _all_gather_objects(checksum)
     if len(set(sums)) > 1:
         raise RuntimeError(f"reward model replicas diverged across ranks after retraining (checksums {sums})")
-

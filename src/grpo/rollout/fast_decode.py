@@ -28,22 +28,10 @@ STATIC_ROPE = ("default", "linear", "llama3")  # cos/sin depend on the position 
 
 
 def supports(model) -> bool:
-    from grpo.rollout.sampler import full_attention_only
+    from grpo.rollout.sampler import plain_decoder
 
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in SUPPORTED or not full_attention_only(config):
-        return False
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
-        return False
-    rope = getattr(config, "rope_parameters", None) or {}
-    if rope.get("rope_type", "default") not in STATIC_ROPE:
-        return False
-    try:  # FSDP2 gathers parameters in the root's forward, which this goes around
-        from torch.distributed.fsdp import FSDPModule
-
-        return not isinstance(model, FSDPModule)
-    except ImportError:
-        return True
+    rope = getattr(getattr(model, "config", None), "rope_parameters", None) or {}
+    return plain_decoder(model, SUPPORTED) and rope.get("rope_type", "default") in STATIC_ROPE
 
 
 class FastDecoder:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from grpo.rollout.sampler import full_attention_only, position_ids_from_mask
+from grpo.rollout.sampler import plain_decoder, position_ids_from_mask
 
 PACKABLE_MODEL_TYPES = ("llama", "qwen2", "qwen3")  # decoder(...) then lm_head(hidden): nothing in between
 PACK_WIDTH = 4096  # longest packed sequence considered; a group longer than the chosen width takes several rows
@@ -71,19 +71,7 @@ def _padded_logprobs(model, input_ids, attention_mask, T, temperature, with_entr
 
 # ---------------------------------------------------------------- group packing
 def _packable(model) -> bool:
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in PACKABLE_MODEL_TYPES or not full_attention_only(config):
-        return False
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
-        return False
-    if not (hasattr(model, "model") and hasattr(model, "lm_head")):
-        return False
-    try:  # FSDP2 unshards the root's parameters in the root's forward, which this way goes around
-        from torch.distributed.fsdp import FSDPModule
-
-        return not isinstance(model, FSDPModule)
-    except ImportError:
-        return True
+    return plain_decoder(model, PACKABLE_MODEL_TYPES) and hasattr(model, "model") and hasattr(model, "lm_head")
 
 
 def _pack_plan(model, input_ids: Tensor, attention_mask: Tensor, T: int) -> dict | None:

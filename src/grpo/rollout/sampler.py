@@ -82,6 +82,23 @@ def full_attention_only(config) -> bool:
     return getattr(config, "sliding_window", None) is None
 
 
+def plain_decoder(model, model_types: tuple[str, ...]) -> bool:
+    """True when `model` can be driven layer by layer with an explicit 4-D mask: its type is one of
+    `model_types`, every layer attends to the whole context, its attention is sdpa or eager (both take
+    the mask as given), and it is not an FSDP2 module (whose root forward, gone around here, gathers
+    the parameters)."""
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) not in model_types or not full_attention_only(config):
+        return False
+    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
+        return False
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:
+        return True
+    return not isinstance(model, FSDPModule)
+
+
 def _decode_mask(model, prompt_mask: Tensor, max_new_tokens: int) -> Tensor:
     """The attention mask of every decoding step at once: [B, 1, 1, P + max_new_tokens], as the attention
     implementation takes it (sdpa: bool, eager: additive), or the 2-D [B, P + max_new_tokens] that the
