@@ -111,6 +111,12 @@ def test_debug_run_tensorboard(debug_run):
     assert start.hparams["grpo.group_size"].number_value == debug_run.cfg.grpo.group_size
     assert start.hparams["grpo.kl_estimator"].string_value == debug_run.cfg.grpo.kl_estimator
     assert {"final/accuracy", "initial/accuracy"} <= set(scalars)
+    # evaluations: before training, then after each of the 2 steps (debug: every step); the last one is the
+    # final figure, not evaluated a second time
+    steps = debug_run.cfg.grpo.steps
+    assert debug_run.cfg.eval.every_n_steps == 1 and len(scalars["val/accuracy"]) == 1 + steps
+    assert scalars["final/accuracy"][-1][1] == pytest.approx(scalars["val/accuracy"][-1][1])
+    assert scalars["initial/accuracy"][-1][1] == pytest.approx(scalars["val/accuracy"][0][1])
 
 
 # ---- exact resume ----------------------------------------------------------------------------------

@@ -60,6 +60,7 @@ class GRPOModule(L.LightningModule):
         self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.eval_k, self.eval_k_prompts, self.log_samples, self.seed = eval_k, eval_k_prompts, log_samples, seed
         self.val_accuracy, self.val_pass_at_k, self.val_maj_at_k = MeanMetric(), MeanMetric(), MeanMetric()
+        self.validated_at: int | None = None  # global step of the latest held-out evaluation
 
     # ---- training
     def on_train_epoch_start(self) -> None:
@@ -116,6 +117,7 @@ class GRPOModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._gathered.close()
+        self.validated_at = self.global_step
 
     # ---- held-out evaluation: greedy accuracy, and pass@k / maj@k over k sampled answers
     def generate(self, problems, temperature: float, num_samples: int = 1, generator=None) -> list[str]:

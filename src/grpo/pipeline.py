@@ -62,7 +62,10 @@ def run(cfg: DictConfig) -> float:
     if not ckpt_path:
         before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-    after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+    if module.validated_at == trainer.global_step:  # the fit's last evaluation came after its last update
+        after = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    else:
+        after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
 
     metrics = {f"final/{k.split('/', 1)[1]}": v for k, v in after.items()}
     if before is not None:
