@@ -19,7 +19,6 @@ from pathlib import Path
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-METRICS = ("val/accuracy", "val/pass@8", "val/maj@8")
 Series = dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
 
 
@@ -54,8 +53,15 @@ def fmt(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
 
 
-def table(cells: dict[str, list[Series]], metrics=METRICS) -> str:
+def held_out_metrics(cells: dict[str, list[Series]]) -> list[str]:
+    """val/accuracy, then every val/pass@k and val/maj@k the runs logged (whatever eval.k was), sorted."""
+    tags = {tag for runs in cells.values() for run in runs for tag in run if tag.startswith(("val/pass@", "val/maj@"))}
+    return ["val/accuracy", *sorted(tags, key=lambda t: (t.split("@")[0], int(t.split("@")[1])))]
+
+
+def table(cells: dict[str, list[Series]], metrics=None) -> str:
     """A Markdown table: per cell, seeds and, per metric, before / after / change (in points)."""
+    metrics = metrics or held_out_metrics(cells)
     header = ["setting", "seeds"]
     for metric in metrics:
         name = metric.split("/")[-1]

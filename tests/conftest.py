@@ -22,7 +22,7 @@ torch.set_num_threads(int(os.environ.get("GRPO_TEST_THREADS", "1")))
 
 @pytest.fixture(scope="session")
 def warm_cache(tmp_path_factory) -> Path:
-    """model.cache_dir holding the debug=default warm start (20 supervised steps) of the default task."""
+    """model.cache_dir holding the debug=default warm start (its small model on the easy arithmetic task)."""
     from grpo.pipeline import build
 
     cache = tmp_path_factory.mktemp("warm_cache")

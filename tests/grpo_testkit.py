@@ -17,7 +17,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from grpo.models.tiny import build_tiny_model, tiny_config
+from grpo.models.tiny import TinyArch, build_tiny_model
 from grpo.models.tokenizer import build_char_tokenizer
 from grpo.rewards.verifier import VerifierReward
 from grpo.tasks import ArithmeticTask
@@ -49,7 +49,7 @@ def tiny_lm(alphabet: str = ARITHMETIC_ALPHABET, seed: int = 0, init_std: float 
     tokenizer = build_char_tokenizer(alphabet)
     kwargs = dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=128)
     kwargs.update(arch)
-    config = tiny_config(tokenizer, **kwargs)
+    config = TinyArch(**kwargs).config(tokenizer)
     config.initializer_range = init_std
     model = build_tiny_model(config, seed=seed).to(dtype).eval()
     return model, tokenizer
@@ -58,8 +58,8 @@ def tiny_lm(alphabet: str = ARITHMETIC_ALPHABET, seed: int = 0, init_std: float 
 class DigitShareReward(VerifierReward):
     """Outcome reward = share of digits in the completion: almost never equal across a group.
 
-    Stands in for the verifier in smoke runs (a 20-step warm start never gets an answer right, so the
-    verifier's rewards are all 0 and no group has a learning signal).
+    Stands in for the verifier in smoke runs (rewards that vary inside every group whatever
+    the policy, so a smoke run's update never depends on the warm start's accuracy).
     """
 
     def outcome(self, problems, completions):

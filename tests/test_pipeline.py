@@ -13,11 +13,11 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpo.pipeline import run
+from grpo.pipeline import build, run
 from grpo_testkit import compose_config, read_scalars
 
-# Rewards that differ inside each group even for an untrained policy (the verifier gives a 20-step warm
-# start 0 everywhere: see test_debug_warm_start_has_a_learning_signal).
+# Rewards that differ inside each group whatever the policy (so these smoke runs never depend on the warm
+# start's accuracy; test_debug_default_makes_real_updates_with_the_verifier runs the verifier itself).
 SIGNAL = ["reward._target_=grpo_testkit.DigitShareReward"]
 
 REQUIRED_SCALARS = [
@@ -75,6 +75,36 @@ def test_debug_run_updates_the_policy(debug_run):
     assert all(v < 1 for _, v in scalars["rollout/zero_spread_frac"])
 
 
+def test_debug_default_makes_real_updates_with_the_verifier(base_overrides, tmp_path):
+    """python train.py debug=default (the verifier's rewards): both steps update the policy, and token statistics
+    are logged only for steps whose update had tokens in the loss."""
+    cfg = compose_config(base_overrides + ["eval.every_n_steps=100"], output_dir=tmp_path)
+    run(cfg)
+    before, after = parameters(warm_start_dir(cfg)), parameters(tmp_path / "export")
+    assert sum(not torch.equal(before[n], after[n]) for n in before) > len(before) // 2
+    scalars = read_scalars(tmp_path / "tb")
+    updated = dict(scalars["rollout/groups_updated"])
+    assert len(updated) == 2 and all(v >= 1 for v in updated.values()), updated  # groups with reward spread, each step
+    assert {step for step, _ in scalars["train/ratio_mean"]} == {step for step, v in updated.items() if v > 0}
+
+
+def test_evaluations_are_logged_at_the_updates_done(debug_run):
+    """debug: an evaluation before training and after each of the 2 updates, at x = 0, 1, 2 (not two at 0)."""
+    scalars = read_scalars(debug_run.out / "tb")
+    assert [step for step, _ in scalars["val/accuracy"]] == [0, 1, 2]
+    assert [step for step, _ in scalars["val/pass@2"]] == [0, 1, 2]
+
+
+def test_k_samples_of_a_question_do_not_depend_on_its_batch(base_overrides, tmp_path):
+    """Evaluation samples are seeded per (question, sample): one batch or one question at a time, same texts."""
+    module, datamodule, _ = build(compose_config(base_overrides, output_dir=tmp_path))
+    problems = module.task.heldout_problems()[:3]
+    seeds = [[(7 * 1_000_003 + i) * 131 + j for j in range(2)] for i in range(3)]
+    together = module.generate(problems, num_samples=2, row_seeds=[s for row in seeds for s in row])
+    apart = [t for p, row in zip(problems, seeds) for t in module.generate([p], num_samples=2, row_seeds=row)]
+    assert together == apart and len(set(together)) > 1
+
+
 def test_debug_run_export_loads_with_transformers(debug_run):
     export = debug_run.out / "export"
     model = AutoModelForCausalLM.from_pretrained(str(export)).eval()
@@ -109,7 +139,8 @@ def test_debug_run_tensorboard(debug_run):
     assert "_hparams_/session_start_info" in hparams
     start = plugin_data_pb2.HParamsPluginData.FromString(hparams["_hparams_/session_start_info"]).session_start_info
     assert start.hparams["grpo.group_size"].number_value == debug_run.cfg.grpo.group_size
-    assert start.hparams["grpo.kl_estimator"].string_value == debug_run.cfg.grpo.kl_estimator
+    assert start.hparams["grpo.aggregation"].string_value == debug_run.cfg.grpo.aggregation
+    assert start.hparams["choice.kl"].string_value == "k3" and start.hparams["choice.supervision"].string_value == "outcome"
     assert {"final/accuracy", "initial/accuracy"} <= set(scalars)
     # evaluations: before training, then after each of the 2 steps (debug: every step); the last one is the
     # final figure, not evaluated a second time
@@ -182,5 +213,5 @@ def test_resume_reproduces_the_uninterrupted_run(resume_runs):
 
 @pytest.mark.slow
 def test_checkpoint_every_n_epochs_is_in_grpo_steps(resume_runs):
-    saved = sorted(p.name for p in (resume_runs.full / "checkpoints").glob("epoch=*.ckpt"))
+    saved = sorted(p.name for p in (resume_runs.full / "checkpoints").glob("epoch*-step*.ckpt"))
     assert len(saved) == 3, saved  # every_n_epochs=1, save_top_k=-1: one per GRPO step, all kept

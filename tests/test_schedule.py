@@ -3,6 +3,8 @@ boundaries; the reward model is retrained on fresh policy samples with replay; l
 
 from __future__ import annotations
 
+import copy
+
 import os
 import shutil
 import subprocess
@@ -12,9 +14,8 @@ import lightning as L
 import pytest
 import torch
 
-import grpo.schedule as schedule_mod
 from grpo.pipeline import build, run
-from grpo.rewards.model_reward import ModelReward
+from grpo.rewards.learned.reward import LearnedReward
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.tasks.arithmetic import ArithmeticTask
 from grpo_testkit import REPO, DigitShareReward, compose_config, read_scalars
@@ -27,21 +28,25 @@ def same(a, b) -> bool:
 
 
 class ReferenceProbe(L.Callback):
-    """At each epoch start (its rollout is already made): is the reference equal to the policy; did the
-    rollout's reference log-probs come from the policy itself; a copy of the reference."""
+    """At each step's start (before its rollout): is the reference equal to the policy; a copy of the reference.
+    After its first update: did the step's rollout take its reference log-probs from that policy."""
 
     def __init__(self):
         self.equal, self.rollout_ref_is_policy, self.references = [], [], []
 
-    def on_train_epoch_start(self, trainer, pl_module):
-        self.equal.append(same(pl_module.reference, pl_module.policy))
-        self.references.append({k: v.clone() for k, v in pl_module.reference.state_dict().items()})
-        rollout = trainer.train_dataloader.dataset.rollout
-        mask = rollout.completion_mask
-        with torch.no_grad():
-            logp, _ = completion_logprobs(pl_module.policy.eval(), rollout.input_ids, rollout.attention_mask, mask.shape[1])
-        pl_module.policy.train()
-        self.rollout_ref_is_policy.append(torch.allclose(rollout.ref_logp[mask], logp[mask], atol=1e-5))
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.equal.append(same(pl_module.reference, pl_module.policy))
+            self.references.append({k: v.clone() for k, v in pl_module.reference.state_dict().items()})
+            self.policy = copy.deepcopy(pl_module.policy).eval()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if batch_idx == 0:
+            rollout = pl_module.last_rollout.batch
+            mask = rollout.completion_mask
+            with torch.no_grad():
+                logp, _ = completion_logprobs(self.policy, rollout.input_ids, rollout.attention_mask, mask.shape[1])
+            self.rollout_ref_is_policy.append(torch.allclose(rollout.ref_logp[mask], logp[mask], atol=1e-5))
 
 
 def test_reference_is_reset_exactly_at_iteration_boundaries(base_overrides, tmp_path, monkeypatch):
@@ -51,10 +56,10 @@ def test_reference_is_reset_exactly_at_iteration_boundaries(base_overrides, tmp_
         output_dir=tmp_path,
     )
     module, datamodule, trainer = build(cfg)
-    module.reward = DigitShareReward(module.task)  # rewards differ within groups: the policy moves every step
+    module.rollout.reward = DigitShareReward(module.task)  # rewards differ within groups: the policy moves every step
     resets = []
-    real_copy = schedule_mod.copy_weights
-    monkeypatch.setattr(schedule_mod, "copy_weights", lambda src, dst: (resets.append(trainer.current_epoch), real_copy(src, dst)))
+    real_reset = module.reset_reference
+    monkeypatch.setattr(module, "reset_reference", lambda: (resets.append(trainer.current_epoch), real_reset()))
     probe = ReferenceProbe()
     trainer.callbacks.append(probe)
     start = {k: v.clone() for k, v in module.policy.state_dict().items()}
@@ -155,7 +160,7 @@ def test_retraining_raises_reward_model_accuracy_on_fresh_policy_samples(tmp_pat
     )
     cfg.task._target_ = f"{__name__}.SevenTask"
     module, datamodule, trainer = build(cfg)
-    assert isinstance(module.reward, ModelReward) and module.reward.kind == "orm"
+    assert isinstance(module.rollout.reward, LearnedReward) and module.rollout.reward.kind == "orm"
     trainer.fit(module, datamodule=datamodule)
     m = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("rm/")}
     assert 0.2 < m["rm/positive_rate_after"] < 0.8, m  # both labels are common among the fresh samples
@@ -179,7 +184,9 @@ RESUME = [
 
 
 def schedule_state(ckpt):
-    return torch.load(ckpt, map_location="cpu", weights_only=True)["callbacks"]["IterativeSchedule"]
+    """The replay mechanism's state (the schedule's) and the reward model's weights (the module's reward's)."""
+    checkpoint = torch.load(ckpt, map_location="cpu", weights_only=True)
+    return checkpoint["callbacks"]["IterativeSchedule"] | checkpoint["reward_state"]
 
 
 @pytest.mark.slow

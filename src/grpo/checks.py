@@ -2,58 +2,95 @@
 
 from __future__ import annotations
 
+import zipfile
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
-from grpo.algo.kl import KL_ESTIMATORS
-from grpo.algo.loss import AGGREGATIONS, RATIO_LEVELS
-
-SUPERVISIONS = ("outcome", "process")
+from grpo.algo.aggregation import AGGREGATIONS
+from grpo.algo.loss import RATIO_LEVELS
+from grpo.rollout.group import INVALID_REWARD
 
 
 class ConfigError(ValueError):
     """A setting that cannot work; the message says which one and how to fix it."""
 
 
+def _number(problems: list, key: str, value, kind=int, low=None, example=None) -> bool:
+    """True if `value` is a `kind` (int, or float: int or float) >= low; else a problem is recorded."""
+    ok_type = (isinstance(value, int) or (kind is float and isinstance(value, float))) and not isinstance(value, bool)
+    if not ok_type:
+        what = "an integer" if kind is int else "a number"
+        problems.append(f"{key}={value!r} must be {what}" + (f", e.g. {key}={example}" if example is not None else ""))
+        return False
+    if low is not None and value < low:
+        problems.append(f"{key}={value}: must be at least {low}" + (f", e.g. {key}={example}" if example is not None else ""))
+        return False
+    return True
+
+
 def check_config(cfg: DictConfig) -> None:
-    g = cfg.grpo
     problems = [
         f"{key} is required: set it on the command line, e.g. {key}=<value>"
         for key in sorted(OmegaConf.missing_keys(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])))
     ]
-    if g.group_size < 2:
+    if problems:  # the other checks read these values
+        raise ConfigError("Invalid settings:\n  - " + "\n  - ".join(problems))
+    g = cfg.grpo
+    if _number(problems, "grpo.group_size", g.group_size, example=8) and g.group_size < 2:
         problems.append(f"grpo.group_size={g.group_size}: a group needs at least 2 outputs to have a baseline; use e.g. grpo.group_size=8")
-    if g.prompts_per_step < 1:
-        problems.append(f"grpo.prompts_per_step={g.prompts_per_step}: needs at least 1 question per step")
+    pps_ok = _number(problems, "grpo.prompts_per_step", g.prompts_per_step, low=1, example=16)
     mb = g.minibatch_prompts
-    if mb is not None and (mb < 1 or g.prompts_per_step % mb != 0):
+    if mb is not None and _number(problems, "grpo.minibatch_prompts", mb, example="null") and pps_ok and (mb < 1 or g.prompts_per_step % mb != 0):
         problems.append(
             f"grpo.minibatch_prompts={mb} does not divide grpo.prompts_per_step={g.prompts_per_step}: mini-batches hold whole "
             f"groups, so pick a divisor (e.g. grpo.minibatch_prompts={_divisor_hint(g.prompts_per_step)}) or null for the whole rollout"
         )
-    if g.mu < 1:
-        problems.append(f"grpo.mu={g.mu}: needs at least 1 policy update per rollout")
-    if g.kl_estimator not in KL_ESTIMATORS:
-        problems.append(f"grpo.kl_estimator={g.kl_estimator!r} is not known; choose kl=k1, kl=k2 or kl=k3")
+    _number(problems, "grpo.mu", g.mu, low=1, example=1)
+    _number(problems, "grpo.steps", g.steps, low=1, example=200)
     if g.aggregation not in AGGREGATIONS:
         problems.append(f"grpo.aggregation={g.aggregation!r} is not known; choose one of {', '.join(AGGREGATIONS)}")
     if g.ratio_level not in RATIO_LEVELS:
         problems.append(f"grpo.ratio_level={g.ratio_level!r} is not known; choose one of {', '.join(RATIO_LEVELS)}")
-    if g.supervision not in SUPERVISIONS:
-        problems.append(f"grpo.supervision={g.supervision!r} is not known; choose supervision=outcome or supervision=process")
-    if g.beta < 0:
+    if _number(problems, "grpo.beta", g.beta, kind=float, example=0.04) and g.beta < 0:
         problems.append(f"grpo.beta={g.beta}: the KL weight must be >= 0")
-    if not 0 < g.epsilon < 1 or (g.epsilon_high is not None and g.epsilon_high <= 0):
+    eps_ok = _number(problems, "grpo.epsilon", g.epsilon, kind=float, example=0.2)
+    high_ok = g.epsilon_high is None or _number(problems, "grpo.epsilon_high", g.epsilon_high, kind=float, example=0.28)
+    if eps_ok and high_ok and (not 0 < g.epsilon < 1 or (g.epsilon_high is not None and g.epsilon_high <= 0)):
         problems.append(f"grpo.epsilon={g.epsilon}, grpo.epsilon_high={g.epsilon_high}: clip ranges must be in (0, 1) (high side > 0)")
-    if g.steps < 1:
-        problems.append(f"grpo.steps={g.steps}: needs at least 1 GRPO step")
-    if cfg.sampling.temperature <= 0:
-        problems.append(f"sampling.temperature={cfg.sampling.temperature}: rollouts must sample; use a value > 0 (e.g. 1.0)")
-    if not 0 < cfg.sampling.top_p <= 1:
-        problems.append(f"sampling.top_p={cfg.sampling.top_p}: must be in (0, 1]")
-    if cfg.eval.k_prompts > cfg.eval.prompts:
-        problems.append(f"eval.k_prompts={cfg.eval.k_prompts} exceeds eval.prompts={cfg.eval.prompts}; lower it")
+    s = cfg.sampling
+    _number(problems, "sampling.max_new_tokens", s.max_new_tokens, low=1, example=48)
+    if _number(problems, "sampling.temperature", s.temperature, kind=float, example=1.0) and s.temperature <= 0:
+        problems.append(f"sampling.temperature={s.temperature}: rollouts must sample; use a value > 0 (e.g. 1.0)")
+    if _number(problems, "sampling.top_p", s.top_p, kind=float, example=1.0) and not 0 < s.top_p <= 1:
+        problems.append(f"sampling.top_p={s.top_p}: must be in (0, 1]")
+    e = cfg.eval
+    prompts_ok = _number(problems, "eval.prompts", e.prompts, low=1, example=1000)
+    k_ok = _number(problems, "eval.k_prompts", e.k_prompts, low=0, example=200) and _number(problems, "eval.k", e.k, low=0, example=8)
+    _number(problems, "eval.batch_size", e.batch_size, low=1, example=250)
+    _number(problems, "eval.every_n_steps", e.every_n_steps, low=1, example=50)
+    if prompts_ok and k_ok and e.k_prompts > e.prompts:
+        problems.append(f"eval.k_prompts={e.k_prompts} exceeds eval.prompts={e.prompts}; lower it")
+    invalid = cfg.rollout.get("invalid_reward")
+    if invalid not in INVALID_REWARD:
+        problems.append(f"rollout.invalid_reward={invalid!r} is not known; choose error (stop at a bad reward) or zero (count it as 0)")
     if problems:
         raise ConfigError("Invalid settings:\n  - " + "\n  - ".join(problems))
+
+
+def check_checkpoint(ckpt_path) -> None:
+    """A resume path that exists and holds a checkpoint: a file torch.save wrote (a zip archive), or a folder of
+    per-rank shards (fsdp, deepspeed). Raises FileNotFoundError / ConfigError naming the path otherwise."""
+    if not ckpt_path:
+        return
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint, e.g. outputs/runs/<run>/checkpoints/last.ckpt")
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} is not a checkpoint this project wrote (not a torch.save archive: a different file, "
+            "or one cut short, e.g. by a full disk or an interrupted copy); pick another file under <run>/checkpoints/"
+        )
 
 
 def _divisor_hint(n: int) -> int:

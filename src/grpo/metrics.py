@@ -25,3 +25,12 @@ def majority_answer(answers: list[str | None]) -> str | None:
 def maj_at_k(answers: list[list[str | None]], truths: list[str]) -> Tensor:
     """answers: P lists of k extracted answers; truths: P answers -> [P] float, 1 where the vote is right."""
     return torch.tensor([float(majority_answer(a) == t) for a, t in zip(answers, truths)])
+
+
+def total_grad_norm(parameters) -> Tensor | None:
+    """L2 norm of all gradients together (None if there are none): with FSDP2 the sharded gradients' global norm."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return None
+    norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0)
+    return norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # a DTensor under FSDP2

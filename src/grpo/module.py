@@ -1,7 +1,9 @@
-"""GRPOModule: the policy, its frozen reference and the reward source; the group loss in training_step.
+"""GRPOModule: the policy, its frozen reference and the step's rollout; the group loss in training_step.
 
-The rollout (sampling, scoring, advantages, old/reference log-probs) is made by RolloutDataModule
-once per epoch; each training_step is one policy update on a mini-batch of it (mu passes).
+One Lightning epoch is one GRPO step. At its first policy update (`on_train_batch_start`) the module's
+rollout (grpo.rollout.group.GroupRollout: engine, reward, advantage estimator, old and reference
+log-probs) samples G outputs for each of the step's questions; every training_step is then one policy
+update on a mini-batch of whole groups of that rollout (mu passes; RolloutDataModule says which).
 Note: with mu == 1 and one mini-batch per rollout, pi_old == pi_theta at the update, so the
 importance ratio is exactly 1 and the logged loss sits near 0 by construction; only its gradient
 matters. Watch reward, accuracy, KL and clip fraction instead.
@@ -17,72 +19,75 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
-from grpo.algo.loss import grpo_loss
-from grpo.distributed import configure_for_strategy, gathered_for_generation, total_grad_norm
-from grpo.metrics import maj_at_k, pass_at_k
-from grpo.rollout.collect import sample_problems
+from grpo.data.minibatches import group_rows
+from grpo.metrics import maj_at_k, pass_at_k, total_grad_norm
+from grpo.rollout.engine import sample_texts
 from grpo.rollout.logprobs import completion_logprobs
+from grpo.strategies import adapter_for
+from grpo.strategies.weights import copy_weights
+from grpo.tasks.base import verified
 
 
 class GRPOModule(L.LightningModule):
+    """policy, tokenizer, task: what is trained and on what; rollout: a GroupRollout (bound to the reward);
+    loss: a policy loss (grpo.algo.loss.GRPOLoss or any object with `beta` and the same call);
+    optimizer, lr_scheduler: factories (Hydra `_partial_`) taking the parameters / the optimizer."""
+
     def __init__(
         self,
         policy,
         tokenizer,
-        reward,
         task,
+        rollout,
+        loss,
         optimizer,
         lr_scheduler=None,
         *,
-        beta: float = 0.04,
-        epsilon: float = 0.2,
-        epsilon_high: float | None = None,
-        kl_estimator: str = "k3",
-        aggregation: str = "sequence",
-        ratio_level: str = "token",
-        temperature: float = 1.0,
-        max_new_tokens: int = 64,
         eval_k: int = 8,
         eval_k_prompts: int = 200,
         log_samples: int = 4,
         seed: int = 0,
     ):
         super().__init__()
-        self.policy, self.tokenizer, self.reward, self.task = policy, tokenizer, reward, task
+        self.policy, self.tokenizer, self.task, self.rollout, self.loss = policy, tokenizer, task, rollout, loss
         self.reference = None
-        if beta > 0:  # pi_ref: a frozen copy of the starting policy (reset each iteration by rm_schedule=iterative)
+        if loss.beta > 0:  # pi_ref: a frozen copy of the starting policy (reset each iteration by rm_schedule=iterative)
             self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
-        self.beta = beta
-        self.loss_kwargs = dict(
-            epsilon=epsilon, epsilon_high=epsilon_high, beta=beta, kl_estimator=kl_estimator, aggregation=aggregation, ratio_level=ratio_level
-        )
-        self.temperature, self.max_new_tokens = temperature, max_new_tokens
         self.eval_k, self.eval_k_prompts, self.log_samples, self.seed = eval_k, eval_k_prompts, log_samples, seed
         self.val_accuracy, self.val_pass_at_k, self.val_maj_at_k = MeanMetric(), MeanMetric(), MeanMetric()
         self.validated_at: int | None = None  # global step of the latest held-out evaluation
+        self.last_rollout = None  # the current GRPO step's Rollout (its samples feed rm_schedule=iterative)
 
-    # ---- training
-    def on_train_epoch_start(self) -> None:
-        datamodule = self.trainer.datamodule
-        stats = datamodule.last_stats
-        perf = {k: stats[k] for k in ("gen_time_s", "score_time_s", "logp_time_s", "rollout_tokens_per_s")}
-        rollout = {k: v for k, v in stats.items() if k not in perf}
-        self.log_dict({f"rollout/{k}": v for k, v in rollout.items()}, on_step=False, on_epoch=True, sync_dist=True)
-        self.log_dict({f"perf/{k}": v for k, v in perf.items()}, on_step=False, on_epoch=True, sync_dist=True)
+    # ---- the GRPO step: one rollout, then mu passes of updates over its mini-batches
+    def on_train_batch_start(self, batch, batch_idx) -> None:
+        if batch.update == 0:
+            self._make_rollout(batch, need_old_logp=batch.updates > 1)  # with a single on-policy update rho == 1: skip pi_old
+
+    def _make_rollout(self, questions, need_old_logp: bool) -> None:
+        seed = self.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        with self.unsharded_policy():  # sharded strategies: the policy gathered once for the whole rollout
+            rollout = self.rollout(self.policy, self.reference, questions.questions, generator, need_old_logp=need_old_logp)
+        self.last_rollout = rollout
+        self.log_dict({f"rollout/{k}": v for k, v in rollout.stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
+        self.log_dict({f"perf/{k}": v for k, v in rollout.timings.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
+        self._log_samples(rollout.samples)
         self._update_start = time.perf_counter()
-        self._log_samples(datamodule.last_samples)
 
     def training_step(self, batch, batch_idx):
-        mask = batch["completion_mask"]
+        rows = group_rows(batch.groups, self.rollout.group_size).to(self.last_rollout.batch.input_ids.device)
+        minibatch = self.last_rollout.batch.rows(rows)
+        mask = minibatch["completion_mask"]
         logp, entropy = completion_logprobs(
-            self.policy, batch["input_ids"], batch["attention_mask"], mask.shape[1], self.temperature, with_entropy=True
+            self.policy, minibatch["input_ids"], minibatch["attention_mask"], mask.shape[1], self.rollout.temperature, with_entropy=True
         )
-        loss, stats = grpo_loss(logp, batch["old_logp"], batch["ref_logp"], batch["advantages"], mask, **self.loss_kwargs)
+        loss, stats = self.loss(logp, minibatch["old_logp"], minibatch["ref_logp"], minibatch["advantages"], mask)
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
-        self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
+        if mask.any():  # token statistics are measurements only where tokens enter the loss
+            self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:
@@ -93,58 +98,83 @@ class GRPOModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("perf/update_time_s", time.perf_counter() - self._update_start, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # a step's questions, or held-out (index, Problem) pairs: tokenized onto the device when sampled
+
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.policy.parameters() if p.requires_grad)
         if self.lr_scheduler_factory is None:
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
 
-    # ---- scaling out (grpo.distributed)
+    def reset_reference(self) -> None:
+        """pi_ref <- pi_theta (Algorithm 1, each iteration): the reference becomes a frozen copy of the policy. Every rank."""
+        if self.reference is not None:
+            copy_weights(self.policy, self.reference)
+
+    # ---- scaling out (grpo.strategies)
     def configure_model(self) -> None:
-        """Prepare for the strategy: FSDP2 shards the policy (and frozen models) per decoder layer, then the root;
-        DDP leaves the frozen models out of gradient sync; one device and DeepSpeed need nothing."""
-        configure_for_strategy(self, self.trainer.strategy)
+        """What the strategy needs before it wraps the module (e.g. FSDP2 shards policy and reference)."""
+        adapter_for(self.trainer.strategy).configure(self, self.trainer.strategy)
 
     def unsharded_policy(self):
         """Context for generation: a sharded policy's parameters gathered once, not once per decoded token
         (one collective on entry: every rank enters it equally often; none inside)."""
-        return gathered_for_generation(self.policy, self._trainer.strategy if self._trainer is not None else None)
+        strategy = self._trainer.strategy if self._trainer is not None else None
+        return adapter_for(strategy).gathered(self.policy, strategy)
 
+    # ---- held-out evaluation: greedy accuracy, and pass@k / maj@k over k sampled answers
     def on_validation_epoch_start(self) -> None:
         # one gather for the whole evaluation: ranks may get different numbers of batches and k-sample calls
         self._gathered = contextlib.ExitStack()
         self._gathered.enter_context(self.unsharded_policy())
+        self.rollout.engine.load_weights(self.policy)
 
-    def on_validation_epoch_end(self) -> None:
-        self._gathered.close()
-        self.validated_at = self.global_step
-
-    # ---- held-out evaluation: greedy accuracy, and pass@k / maj@k over k sampled answers
-    def generate(self, problems, temperature: float, num_samples: int = 1, generator=None) -> list[str]:
+    def generate(self, problems, temperature: float | None = None, num_samples: int = 1, **kwargs) -> list[str]:
+        """Completions of `problems` from the current policy (temperature None: the rollouts'; 0: greedy)."""
         with self.unsharded_policy():
-            _, _, out = sample_problems(
-                self.policy, self.tokenizer, problems, num_samples=num_samples,
-                max_new_tokens=self.max_new_tokens, temperature=temperature, generator=generator,
-            )
-        return self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
+            self.rollout.engine.load_weights(self.policy)
+            return sample_texts(self.rollout.engine, self.tokenizer, problems, num_samples=num_samples, temperature=temperature, **kwargs)
 
     def validation_step(self, batch, batch_idx):
         indices, problems = zip(*batch)
         greedy = self.generate(problems, temperature=0.0)
-        self.val_accuracy.update(torch.tensor([float(self.task.verify(p, c)) for p, c in zip(problems, greedy)]))
-        self.log("val/accuracy", self.val_accuracy, on_epoch=True, batch_size=len(problems))
+        self.val_accuracy.update(torch.tensor([float(verified(self.task, p, c)) for p, c in zip(problems, greedy)]))
 
-        chosen = [p for i, p in zip(indices, problems) if i < self.eval_k_prompts]
+        chosen = [(i, p) for i, p in zip(indices, problems) if i < self.eval_k_prompts]
         if chosen and self.eval_k > 0:
-            generator = torch.Generator().manual_seed(self.seed * 31 + indices[0])
-            texts = self.generate(chosen, temperature=self.temperature, num_samples=self.eval_k, generator=generator)
             k = self.eval_k
-            correct = torch.tensor([self.task.verify(chosen[j // k], t) for j, t in enumerate(texts)]).view(-1, k)
+            # each sample seeded by (seed, question's global index, sample): a function of the policy alone,
+            # whatever the batch, the rank or the number of processes
+            row_seeds = [(self.seed * 1_000_003 + i) * 131 + j for i, _ in chosen for j in range(k)]
+            chosen = [p for _, p in chosen]
+            texts = self.generate(chosen, num_samples=k, row_seeds=row_seeds)
+            correct = torch.tensor([verified(self.task, chosen[j // k], t) for j, t in enumerate(texts)]).view(-1, k)
             answers = [[self.task.extract_answer(t) for t in texts[j * k : (j + 1) * k]] for j in range(len(chosen))]
             self.val_pass_at_k.update(pass_at_k(correct))
             self.val_maj_at_k.update(maj_at_k(answers, [p.answer for p in chosen]))
-            self.log(f"val/pass@{k}", self.val_pass_at_k, on_epoch=True, batch_size=len(chosen))
-            self.log(f"val/maj@{k}", self.val_maj_at_k, on_epoch=True, batch_size=len(chosen))
+
+    def on_validation_epoch_end(self) -> None:
+        self._gathered.close()
+        metrics = {"val/accuracy": self.val_accuracy}
+        if self.eval_k > 0 and self.eval_k_prompts > 0:
+            metrics |= {f"val/pass@{self.eval_k}": self.val_pass_at_k, f"val/maj@{self.eval_k}": self.val_maj_at_k}
+        values = {name: metric.compute() for name, metric in metrics.items()}  # reduced over ranks
+        for metric in metrics.values():
+            metric.reset()
+        self.log_dict(values, logger=False, batch_size=1)  # the trainer's callback metrics and validate()'s return
+        if self.logger is not None and not self.trainer.sanity_checking:
+            self.logger.log_metrics({k: float(v) for k, v in values.items()}, step=self.global_step)  # at the updates done
+        self.validated_at = self.global_step
+
+    # ---- checkpoints: the reward source's state (a learned reward model, its replay history) travels along
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        if hasattr(self.rollout.reward, "state_dict"):
+            checkpoint["reward_state"] = self.rollout.reward.state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "reward_state" in checkpoint and hasattr(self.rollout.reward, "load_state_dict"):
+            self.rollout.reward.load_state_dict(checkpoint["reward_state"])
 
     # ---- text panel
     def _log_samples(self, samples) -> None:

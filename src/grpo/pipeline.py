@@ -1,22 +1,24 @@
-"""Compose the run from the config: task, policy, reward, module, data, trainer; fit; export."""
+"""Compose the run from the config: task, policy, reward, rollout, loss, module, data, trainer; fit; export."""
 
 from __future__ import annotations
 
 import logging
-import warnings
 from pathlib import Path
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ProgressBar
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from grpo.checks import check_config
-from grpo.distributed import export_pretrained
+import grpo.quiet  # noqa: F401  (third-party tips and deprecation warnings)
+from grpo.checks import check_checkpoint, check_config
+from grpo.strategies.weights import export_pretrained
 
 log = logging.getLogger(__name__)
-# The frozen reference (and reward) models are in eval mode on purpose.
-warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 def instantiate_clearly(node, **kwargs):
@@ -30,42 +32,57 @@ def instantiate_clearly(node, **kwargs):
 
 
 def build(cfg: DictConfig):
-    """(module, datamodule, trainer) for `cfg`; raises ConfigError on settings that cannot work."""
+    """(module, datamodule, trainer) for `cfg`; raises ConfigError on settings that cannot work.
+
+    Every component is constructed (and so checks its own settings) before the policy is loaded, which
+    may mean minutes of warm start: a bad setting fails in a second.
+    """
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
     task = instantiate_clearly(cfg.task)
+    reward_source = instantiate_clearly(cfg.reward)
+    loss = instantiate_clearly(cfg.loss)
+    callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
+    if cfg.trainer.get("enable_progress_bar") is False:  # the user turned the bar off: ours too
+        callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
+    if cfg.rm_schedule.get("_target_"):  # static: nothing; iterative: Algorithm 1's outer loop, a Callback
+        callbacks.append(instantiate_clearly(cfg.rm_schedule))
+    datamodule = instantiate_clearly(cfg.data, task=task)
     policy, tokenizer = instantiate_clearly(cfg.model).load(task, task_key=OmegaConf.to_yaml(cfg.task))
-    reward = instantiate(cfg.reward).bind(task, policy=policy, tokenizer=tokenizer)
-    module = instantiate(
+    reward = reward_source.bind(task, policy=policy, tokenizer=tokenizer)
+    rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer)
+    module = instantiate_clearly(
         cfg.module,
         policy=policy,
         tokenizer=tokenizer,
-        reward=reward,
         task=task,
+        rollout=rollout,
+        loss=loss,
         optimizer=instantiate(cfg.optimizer),
         lr_scheduler=instantiate(cfg.lr_scheduler),
     )
-    datamodule = instantiate(cfg.data, task=task)
-    callbacks = [instantiate(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
-    if cfg.rm_schedule.get("_target_"):  # static: nothing; iterative: Algorithm 1's outer loop, a Callback
-        callbacks.append(instantiate(cfg.rm_schedule))
     trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
     return module, datamodule, trainer
 
 
+def evaluate(trainer, module, datamodule) -> dict[str, float]:
+    """Held-out evaluation of the current policy: {"val/accuracy": ..., "val/pass@k": ..., "val/maj@k": ...}."""
+    trainer.validate(module, datamodule=datamodule, verbose=False)
+    return {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+
+
 def run(cfg: DictConfig) -> float:
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path and not Path(ckpt_path).exists():  # a file, or a folder of shards (fsdp, deepspeed)
-        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist; point it at a checkpoint, e.g. outputs/runs/<run>/checkpoints/last.ckpt")
+    check_checkpoint(ckpt_path)  # before anything is built: a missing, foreign or truncated file
     module, datamodule, trainer = build(cfg)
     before = None
     if not ckpt_path:
-        before = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        before = evaluate(trainer, module, datamodule)
     trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     if module.validated_at == trainer.global_step:  # the fit's last evaluation came after its last update
         after = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     else:
-        after = trainer.validate(module, datamodule=datamodule, verbose=False)[0]
+        after = evaluate(trainer, module, datamodule)
 
     metrics = {f"final/{k.split('/', 1)[1]}": v for k, v in after.items()}
     if before is not None:
@@ -73,16 +90,33 @@ def run(cfg: DictConfig) -> float:
     export_dir = Path(cfg.output_dir) / "export"
     export_pretrained(module.policy, module.tokenizer, export_dir, trainer.is_global_zero)  # every rank: gathers shards
     if trainer.is_global_zero:
-        if trainer.logger is not None:
-            trainer.logger.log_hyperparams(_flat_hparams(cfg), metrics)
+        hparams = _flat_hparams(cfg)
+        for logger in trainer.loggers:
+            # fit/validate have already finalized (closed) the logger: what is logged now goes to a new event
+            # file, which only another finalize flushes and closes (otherwise it is lost at exit, or in a sweep)
+            if isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(hparams, metrics)  # the HPARAMS tab: settings + metrics (also as scalars)
+            else:
+                logger.log_hyperparams(hparams)
+                logger.log_metrics(metrics)
+            logger.finalize("success")
+            if isinstance(logger, TensorBoardLogger):  # its save() never replaces the hparams.yaml ({}) the first finalize wrote
+                save_hparams_to_yaml(str(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE), logger.hparams)
         lines = [f"{name:>24}: {value:.4f}" for name, value in sorted(metrics.items())]
         print("\nHeld-out results (greedy accuracy; pass@k / maj@k over k samples):\n" + "\n".join(lines))
         print(f"Policy exported to {export_dir} (transformers save_pretrained)")
     return float(after["val/accuracy"])
 
 
+CHOICES = ("model", "task", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")
+
+
 def _flat_hparams(cfg: DictConfig) -> dict:
-    """The settings a sweep varies, flat, for TensorBoard's HPARAMS tab."""
+    """The settings a sweep varies, flat (`grpo.group_size`: 8), for TensorBoard's HPARAMS tab and tb/hparams.yaml.
+
+    Values stay as configured (None, lists included): hparams.yaml keeps them as YAML, and the logger turns
+    what TensorBoard cannot show into strings.
+    """
     keep = {k: cfg[k] for k in ("grpo", "sampling", "optimizer", "seed") if k in cfg}
     flat = {}
 
@@ -92,7 +126,10 @@ def _flat_hparams(cfg: DictConfig) -> dict:
             if isinstance(value, dict):
                 walk(name + ".", value)
             elif not str(key).startswith("_"):
-                flat[name] = value if isinstance(value, (int, float, str, bool)) else str(value)
+                flat[name] = value
 
     walk("", OmegaConf.to_container(DictConfig(keep), resolve=True))
+    if HydraConfig.initialized():  # the config groups' options: choice.supervision=process, choice.kl=k3, ...
+        choices = HydraConfig.get().runtime.choices
+        flat.update({f"choice.{group}": choices[group] for group in CHOICES if choices.get(group) is not None})
     return flat

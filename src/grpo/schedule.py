@@ -1,16 +1,16 @@
 """Iterative GRPO (the paper's Algorithm 1) as a Lightning Callback: rm_schedule=iterative.
 
     for iteration = 1..I:
-        pi_ref <- pi_theta                       # reset_reference
+        pi_ref <- pi_theta                       # GRPOModule.reset_reference
         M GRPO steps (M trainer epochs)
         continue training r_phi on samples of the current policy, mixing in replay_share history
 
-Where this sits in Lightning's loop: an epoch's rollout (which records the reference log-probs) is
-made by `train_dataloader`, which Lightning calls *before* `on_train_epoch_start`. So the work of an
-iteration boundary is done right after the last policy update of the iteration's last step (the
-`on_train_batch_end` of that epoch's last batch): the reward model is retrained, then the reference
-becomes a copy of the policy, which no update changes before the next rollout. That is also before
-validation and checkpointing of the epoch, so a checkpoint never holds a half-done boundary.
+Where this sits in Lightning's loop: a step's rollout (which records the reference log-probs) is made
+at the step's first update. So the work of an iteration boundary is done right after the last policy
+update of the iteration's last step (the `on_train_batch_end` of that epoch's last batch): the reward
+model is retrained (`LearnedReward.retrain`), then the reference becomes a copy of the policy, which
+no update changes before the next rollout. That is also before validation and checkpointing of the
+epoch, so a checkpoint never holds a half-done boundary.
 
 The samples the policy produced during the iteration (each step's rollout, from every rank, labelled
 by the verifier) form the fresh set. At the boundary the reward model is trained for `rm_steps` on
@@ -18,15 +18,12 @@ the fresh set plus replayed history (`ReplayBuffer.mix`: replayed / total == rep
 set then joins the history. The buffer starts with the initial reward model's training set. The
 reward model's accuracy and AUROC on fresh samples of the current policy (held-out questions, one
 sample each) are logged before and after retraining: the gap shows how far the policy drifted from
-what the reward model knew.
+what the reward model knew. With a reward that does not learn (the verifier) only the reference is reset.
 
-Checkpoints carry the fresh set, the replay buffer and the reward model's weights, so a resumed run
-continues exactly. Under every strategy (ddp, fsdp, deepspeed) the reward model is a plain replica
-per rank (it is not part of the LightningModule, so nothing shards or wraps it): every rank keeps the
-same fresh set and buffer (each step's samples are gathered from all ranks), the ranks retrain it
-together (data parallel, gradients all-reduced: the replicas stay identical) and evaluate the same
-samples. The reference is copied with `grpo.distributed.copy_weights` (shard to shard under FSDP2 and
-ZeRO-3). With a verifier reward (no model to train) only the reference is reset.
+Checkpoints carry the fresh set and the replay buffer (this callback's state) and the reward model's
+weights (the module's), so a resumed run continues exactly. Under every strategy every rank keeps
+the same fresh set and buffer (each step's samples are gathered from all ranks) and the ranks
+retrain the reward model together.
 """
 
 from __future__ import annotations
@@ -35,21 +32,13 @@ import logging
 import math
 
 import torch
-import torch.distributed as dist
 from lightning.pytorch import Callback
 
-from grpo.distributed import copy_weights
-from grpo.rewards.model_reward import ModelReward
+from grpo.rewards.learned.data import RMExample
+from grpo.rewards.learned.training import all_gather_objects
 from grpo.rewards.replay import ReplayBuffer
-from grpo.rewards.rm_data import RMExample, label_examples
-from grpo.rewards.rm_training import evaluate_reward_model, train_reward_model
 
 log = logging.getLogger(__name__)
-
-
-def reset_reference(reference, policy) -> None:
-    """pi_ref <- pi_theta: copy the policy's weights into the frozen reference (it stays frozen). Every rank."""
-    copy_weights(policy, reference)
 
 
 class IterativeSchedule(Callback):
@@ -74,13 +63,13 @@ class IterativeSchedule(Callback):
         self.eval_samples, self.seed = eval_samples, seed
         self.buffer = ReplayBuffer(capacity=replay_capacity, seed=seed)
         self.fresh: list = []  # this iteration's labelled policy samples, as RMExample.to_plain() lists
-        self._reward: ModelReward | None = None
+        self._reward = None
         self._restored = False
 
     # ---- lifecycle
     def setup(self, trainer, pl_module, stage: str) -> None:
-        reward = getattr(pl_module, "reward", None)
-        self._reward = reward if isinstance(reward, ModelReward) else None
+        reward = pl_module.rollout.reward
+        self._reward = reward if hasattr(reward, "retrain") else None  # a reward that learns
 
     def on_train_start(self, trainer, pl_module) -> None:
         total = (self.iterations or 0) * self.steps_per_iteration
@@ -97,97 +86,66 @@ class IterativeSchedule(Callback):
     def _end_of_step(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
         if self._reward is not None:
-            samples = trainer.datamodule.last_samples  # (Problem, completion, reward) of this step's rollout, this rank
-            labelled = label_examples(pl_module.task, self._reward.kind, [s[0] for s in samples], [s[1] for s in samples])
-            for part in _all_gather_objects([e.to_plain() for e in labelled]):
+            samples = pl_module.last_rollout.samples  # (Problem, completion, reward) of this step's rollout, this rank
+            labelled = self._reward.label([s[0] for s in samples], [s[1] for s in samples])
+            for part in all_gather_objects([e.to_plain() for e in labelled]):
                 self.fresh += part
         n_fresh = len(self.fresh)
         if (epoch + 1) % self.steps_per_iteration == 0:
             iteration = (epoch + 1) // self.steps_per_iteration  # iterations completed, this one included
             if self._reward is not None:
                 self._retrain(trainer, pl_module, iteration)
-            if pl_module.reference is not None:
-                reset_reference(pl_module.reference, pl_module.policy)
-            pl_module.log("rm/iteration", float(iteration), on_step=False, on_epoch=True, sync_dist=False)
+            pl_module.reset_reference()
+            pl_module.log("rm/iteration", float(iteration), on_step=False, on_epoch=True, sync_dist=False, batch_size=1)
             if self.iterations is not None and iteration >= self.iterations:
                 trainer.should_stop = True
         if self._reward is not None:  # every step: the fresh set grows through an iteration, then joins the history
             sizes = {"rm/fresh_size": float(n_fresh), "rm/buffer_size": float(len(self.buffer))}
-            pl_module.log_dict(sizes, on_step=False, on_epoch=True, sync_dist=False)
+            pl_module.log_dict(sizes, on_step=False, on_epoch=True, sync_dist=False, batch_size=1)
 
     # ---- reward-model retraining
     def _retrain(self, trainer, pl_module, iteration: int) -> None:
         reward = self._reward
-        reward.follow_policy_device()
         eval_examples = self._fresh_eval_examples(trainer, pl_module, iteration)
         mixed = self.buffer.mix(self.fresh, self.replay_share, torch.Generator().manual_seed(self.seed * 1009 + iteration))
-        before = evaluate_reward_model(reward.model, reward.tokenizer, eval_examples)
-        train_reward_model(
-            reward.model,
-            reward.tokenizer,
-            [RMExample.from_plain(e) for e in mixed],
-            steps=self.rm_steps,
-            batch_size=self.rm_batch_size,
-            lr=self.rm_lr,
-            seed=self.seed * 7919 + iteration,
-            use_trainer=False,
-            progress=trainer.is_global_zero,
-        )
+        before = reward.evaluate(eval_examples)
+        reward.retrain([RMExample.from_plain(e) for e in mixed], steps=self.rm_steps, batch_size=self.rm_batch_size,
+                       lr=self.rm_lr, seed=self.seed * 7919 + iteration, progress=trainer.is_global_zero)
         _check_replicas(reward.model)
-        after = evaluate_reward_model(reward.model, reward.tokenizer, eval_examples)
+        after = reward.evaluate(eval_examples)
         metrics = {f"rm/{k}_before": v for k, v in before.items()} | {f"rm/{k}_after": v for k, v in after.items()}
         metrics["rm/replayed_size"] = float(len(mixed) - len(self.fresh))
         self.buffer.add(self.fresh)
         self.fresh = []
-        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False)
+        pl_module.log_dict(metrics, on_step=False, on_epoch=True, sync_dist=False, batch_size=1)
         log.info("Iteration %d: reward model on fresh samples of the policy: %s", iteration, ", ".join(
             f"{k[3:]} {v:.3f}" for k, v in metrics.items() if not math.isnan(v)))
 
     def _fresh_eval_examples(self, trainer, pl_module, iteration: int) -> list[RMExample]:
         """`eval_samples` samples of the current policy on held-out questions, labelled; every rank gets all."""
-        heldout, world = trainer.datamodule.heldout, trainer.world_size
+        heldout, world = pl_module.task.heldout_problems(), trainer.world_size
         count = -(-self.eval_samples // world) * world  # every rank generates (a collective under fsdp / zero-3)
         questions = [heldout[i % len(heldout)] for i in range(count)]
         mine = questions[trainer.global_rank :: world]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104_729 + iteration * 131 + trainer.global_rank)
-        texts = pl_module.generate(mine, temperature=pl_module.temperature, num_samples=1, generator=generator)
-        labelled = label_examples(pl_module.task, self._reward.kind, mine, texts)
-        return [RMExample.from_plain(e) for part in _all_gather_objects([e.to_plain() for e in labelled]) for e in part]
+        texts = pl_module.generate(mine, num_samples=1, generator=generator)
+        labelled = self._reward.label(mine, texts)
+        return [RMExample.from_plain(e) for part in all_gather_objects([e.to_plain() for e in labelled]) for e in part]
 
-    # ---- checkpoints: everything a resumed run needs to continue exactly
+    # ---- checkpoints: the replay mechanism's state (the reward model's weights travel with the module)
     def state_dict(self) -> dict:
-        state = {"fresh": list(self.fresh), "buffer": self.buffer.state_dict()}
-        if self._reward is not None:
-            state["reward_model"] = {k: v.detach().cpu() for k, v in self._reward.model.state_dict().items()}
-        return state
+        return {"fresh": list(self.fresh), "buffer": self.buffer.state_dict()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.fresh = list(state_dict["fresh"])
         self.buffer.load_state_dict(state_dict["buffer"])
-        if "reward_model" in state_dict and self._reward is not None:
-            self._reward.model.load_state_dict(state_dict["reward_model"])
         self._restored = True
-
-
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def _all_gather_objects(obj) -> list:
-    """[obj of rank 0, obj of rank 1, ...] on every rank ([obj] in a single process)."""
-    if not _distributed():
-        return [obj]
-    gathered = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, obj)
-    return gathered
 
 
 @torch.no_grad()
 def _check_replicas(model) -> None:
     """Raise if the ranks' reward models differ (they are trained in lockstep and must stay identical)."""
-    if not _distributed():
-        return
     checksum = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum().item()
-    sums = _all_gather_objects(checksum)
+    sums = all_gather_objects(checksum)
     if len(set(sums)) > 1:
         raise RuntimeError(f"reward model replicas diverged across ranks after retraining (checksums {sums})")

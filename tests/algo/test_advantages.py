@@ -119,6 +119,15 @@ def test_process_hand_worked():
                                rtol=1e-6, atol=1e-6)
 
 
+def test_process_unscaled_is_centered_only():
+    # scale=False (Dr. GRPO, grpo.scale_rewards=false): group 0's deviations {0.5, 0, -0.5} are not divided by the std,
+    # so row 0 gets 0.5 + 0 then 0, row 1 gets -0.5 (this setting used to be ignored under process supervision)
+    step_rewards, step_end_mask = _hand_example()
+    adv = process_advantages(step_rewards, step_end_mask, 2, scale=False)
+    expected = torch.tensor([[0.5, 0.5, 0.0, 0.0], [-0.5, -0.5, -0.5, 0.0], [0.0] * 4, [0.0] * 4])
+    torch.testing.assert_close(adv, expected, rtol=0, atol=1e-7)
+
+
 def test_process_group_without_steps_is_zero():
     step_rewards = torch.randn(4, 5)
     step_end_mask = torch.zeros(4, 5, dtype=torch.bool)

@@ -1,13 +1,13 @@
-"""grpo.data.minibatches.RolloutMinibatches and RolloutBatch.rows: whole groups per mini-batch, every
-row exactly once per pass, seeded shuffling, and padding trimmed without losing a real token."""
+"""grpo.data.minibatches (the step's mini-batch plan) and RolloutBatch.rows: whole groups per mini-batch,
+every row exactly once per pass, seeded shuffling, and padding trimmed without losing a real token."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from grpo.data.minibatches import RolloutMinibatches
-from grpo.rollout.batch import RolloutBatch, pad_right
+from grpo.data.minibatches import group_rows, minibatch_plan
+from grpo.rollout.batch import RolloutBatch
 
 PAD = 0
 
@@ -47,6 +47,12 @@ def make_rollout(prompts: int, group_size: int, prompt_width: int = 6, T: int = 
     )
 
 
+def RolloutMinibatches(rollout: RolloutBatch, group_size: int, minibatch_groups: int, mu: int, seed: int) -> list:
+    """The mini-batches a step trains on, in order: what GRPOModule takes from its rollout for each update."""
+    plan = minibatch_plan(len(rollout) // group_size, minibatch_groups, mu, seed)
+    return [rollout.rows(group_rows(groups, group_size)) for groups in plan]
+
+
 def rows_of(item) -> list[int]:
     return (-item["old_logp"][:, 0]).round().long().tolist()
 
@@ -56,7 +62,7 @@ def test_passes_cover_every_row_once_in_whole_groups(prompts, group_size, miniba
     rollout = make_rollout(prompts, group_size)
     mbs = RolloutMinibatches(rollout, group_size, minibatch_groups, mu, seed=0)
     per_pass = prompts // minibatch_groups
-    assert mbs.num_minibatches == per_pass and len(mbs) == mu * per_pass
+    assert len(mbs) == mu * per_pass
     for k in range(mu):
         seen = []
         for j in range(per_pass):
@@ -120,7 +126,6 @@ def test_trimming_keeps_every_real_token(process):
     assert trimmed_somewhere
 
 
-def test_pad_right():
-    out = pad_right([[1, 2, 3], [4], []], value=-1)
-    assert out.tolist() == [[1, 2, 3], [4, -1, -1], [-1, -1, -1]]
-    assert pad_right([], value=0).shape == (0, 0)
+def test_plan_refuses_split_groups():
+    with pytest.raises(ValueError, match="do not divide"):
+        minibatch_plan(6, 4, 1, seed=0)

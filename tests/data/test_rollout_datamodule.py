@@ -1,19 +1,16 @@
 """grpo.data.rollout_datamodule.RolloutDataModule: which questions each rank gets each epoch, the held-out
-loader, and one epoch's rollout served as mini-batches (with a stand-in trainer and module)."""
+loader, and one epoch's policy updates served as the step's questions with their mini-batch groups
+(with a stand-in trainer)."""
 
 from __future__ import annotations
 
-from functools import partial
 from types import SimpleNamespace
 
 import pytest
 import torch
 
-from grpo.data.rollout_datamodule import RolloutDataModule
-from grpo.module import GRPOModule
-from grpo.rewards.verifier import VerifierReward
+from grpo.data.rollout_datamodule import RolloutDataModule, StepQuestions
 from grpo.tasks import ArithmeticTask
-from grpo_testkit import tiny_lm
 
 POOL = 40
 
@@ -24,7 +21,7 @@ def task():
 
 
 def datamodule(task, **kwargs):
-    args = dict(group_size=2, prompts_per_step=4, val_prompts=5, val_batch_size=2, seed=0)
+    args = dict(prompts_per_step=4, val_prompts=5, val_batch_size=2, seed=0)
     args.update(kwargs)
     dm = RolloutDataModule(task, **args)
     dm.setup("fit")
@@ -76,33 +73,16 @@ def test_val_dataloader_serves_indexed_heldout_problems(task):
 
 
 @pytest.mark.parametrize("minibatch_prompts, mu", [(None, 1), (2, 1), (None, 2), (1, 3)])
-def test_updates_per_rollout(task, minibatch_prompts, mu):
+def test_train_dataloader_serves_each_update_of_the_step(task, minibatch_prompts, mu):
     dm = datamodule(task, minibatch_prompts=minibatch_prompts, mu=mu)
-    assert dm.updates_per_rollout == mu * (4 // (minibatch_prompts or 4))
-
-
-def fake_trainer(dm, epoch, beta=0.0):
-    """Just what train_dataloader reads from the trainer; the module is a real GRPOModule (not attached)."""
-    model, tok = tiny_lm(seed=2)
-    module = GRPOModule(model, tok, VerifierReward().bind(dm.task), dm.task, partial(torch.optim.AdamW, lr=1e-3), beta=beta)
-    return SimpleNamespace(lightning_module=module, current_epoch=epoch, global_rank=0, world_size=1)
-
-
-@pytest.mark.parametrize("minibatch_prompts, mu", [(None, 1), (2, 2)])
-def test_train_dataloader_serves_the_epochs_rollout(task, minibatch_prompts, mu):
-    dm = datamodule(task, minibatch_prompts=minibatch_prompts, mu=mu, max_new_tokens=6)
-    dm.trainer = fake_trainer(dm, epoch=1)
-    batches = list(dm.train_dataloader())
-    assert len(batches) == dm.updates_per_rollout
-    rows_per_batch = 2 * (minibatch_prompts or 4)
-    assert all(b["input_ids"].shape[0] == rows_per_batch for b in batches)
-    assert (batches[0]["old_logp"] is None) == (dm.updates_per_rollout == 1)  # pi_old only when it can differ
-    assert all(b["ref_logp"] is None for b in batches)  # beta == 0: no reference
-    assert set(dm.last_stats) >= {"reward_mean", "accuracy", "zero_spread_frac", "gen_time_s", "rollout_tokens_per_s"}
-    assert len(dm.last_samples) == 8
-    # the rollout is a function of the epoch: the same epoch again gives the same tensors, another epoch other ones
-    again = list(dm.train_dataloader())
-    assert all(x["input_ids"].equal(y["input_ids"]) for x, y in zip(batches, again))
-    dm.trainer.current_epoch = 2
-    other = list(dm.train_dataloader())
-    assert any(x["input_ids"].shape != y["input_ids"].shape or not x["input_ids"].equal(y["input_ids"]) for x, y in zip(batches, other))
+    dm.trainer = SimpleNamespace(current_epoch=1, global_rank=0, world_size=1)
+    items = list(dm.train_dataloader())
+    per_pass = 4 // (minibatch_prompts or 4)
+    assert len(items) == mu * per_pass
+    assert all(isinstance(item, StepQuestions) for item in items)
+    assert [item.update for item in items] == list(range(len(items))) and {item.updates for item in items} == {len(items)}
+    assert all(prompts(item.questions) == prompts(dm.questions(1)) for item in items)  # the step's questions, every update
+    for k in range(mu):  # each pass trains on every group exactly once, in whole mini-batches
+        groups = sorted(g for item in items[k * per_pass : (k + 1) * per_pass] for g in item.groups.tolist())
+        assert groups == [0, 1, 2, 3]
+        assert all(len(item.groups) == (minibatch_prompts or 4) for item in items)

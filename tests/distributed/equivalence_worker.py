@@ -14,7 +14,7 @@ active (max norm below the gradient's), so the global norm under sharding is che
 
 Also recorded, under the real strategy: the logged (rank-reduced) loss and grad norm; whether the
 frozen reference stayed equal to the starting policy; `copy_weights(policy, reference)`; greedy
-samples with and without `gathered_for_generation` (and whether the parameters stayed gathered across
+samples with and without the strategy adapter's `gathered` (and whether the parameters stayed gathered across
 forwards); and each rank's training questions for a few epochs (must be disjoint).
 """
 
@@ -33,10 +33,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # grpo_testkit
 
 from grpo_testkit import tiny_lm  # noqa: E402
 
-from grpo.data.rollout_datamodule import RolloutDataModule  # noqa: E402
-from grpo.distributed import DeepSpeedStrategy, FSDP2Strategy, copy_weights, full_state_dict, gathered_for_generation  # noqa: E402
+from grpo.algo.loss import GRPOLoss  # noqa: E402
+from grpo.data.rollout_datamodule import RolloutDataModule, StepQuestions, as_is  # noqa: E402
 from grpo.module import GRPOModule  # noqa: E402
 from grpo.rollout.batch import RolloutBatch  # noqa: E402
+from grpo.rollout.group import Rollout  # noqa: E402
+from grpo.strategies import adapter_for  # noqa: E402
+from grpo.strategies.fsdp2 import FSDP2Strategy  # noqa: E402
+from grpo.strategies.weights import copy_weights, full_state_dict  # noqa: E402
+from grpo.strategies.zero import DeepSpeedStrategy  # noqa: E402
 from grpo.rollout.logprobs import completion_logprobs  # noqa: E402
 from grpo.rollout.sampler import sample  # noqa: E402
 from grpo.tasks import ArithmeticTask  # noqa: E402
@@ -82,20 +87,29 @@ def fixed_rollout(policy, vocab: int) -> RolloutBatch:
     )
 
 
-class FixedRollout(L.LightningDataModule):
-    """Serves this rank's equal share of the fixed rollout's groups, as one mini-batch."""
+class FixedRollout:
+    """Stands in for the module's GroupRollout: this rank's equal share of the fixed rollout's groups."""
+
+    group_size, temperature, reward = G, 1.0, None
 
     def __init__(self, rollout: RolloutBatch):
-        super().__init__()
         self.rollout = rollout
-        self.last_stats = dict(gen_time_s=0.0, score_time_s=0.0, logp_time_s=0.0, rollout_tokens_per_s=0.0)
-        self.last_samples = []
 
-    def train_dataloader(self):
-        rank, world = self.trainer.global_rank, self.trainer.world_size
+    def __call__(self, policy, reference, problems, generator=None, need_old_logp=False) -> Rollout:
+        rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
         per_rank = GROUPS // world
         rows = torch.arange(rank * per_rank * G, (rank + 1) * per_rank * G)
-        return DataLoader([self.rollout.rows(rows)], batch_size=None)
+        part = {k: v for k, v in self.rollout.rows(rows).items()}
+        device = next(policy.parameters()).device
+        return Rollout(RolloutBatch(**{k: None if v is None else v.to(device) for k, v in part.items()}), {}, {})
+
+
+class OneUpdate(L.LightningDataModule):
+    """One policy update on the whole (fixed) rollout of this rank."""
+
+    def train_dataloader(self):
+        item = StepQuestions([], update=0, updates=1, groups=torch.arange(GROUPS // self.trainer.world_size))
+        return DataLoader([item], batch_size=None, collate_fn=as_is)
 
 
 def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -> None:
@@ -104,16 +118,15 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     rollout = fixed_rollout(policy, len(tokenizer))
     module = GRPOModule(
-        policy, tokenizer, reward=None, task=None,
-        optimizer=functools.partial(torch.optim.SGD, lr=LR), lr_scheduler=None,
-        beta=0.04, epsilon=0.2, aggregation="sequence", max_new_tokens=6, log_samples=0,
+        policy, tokenizer, task=None, rollout=FixedRollout(rollout), loss=GRPOLoss(beta=0.04, epsilon=0.2, aggregation="sequence"),
+        optimizer=functools.partial(torch.optim.SGD, lr=LR), lr_scheduler=None, log_samples=0,
     )
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy_for(strategy_name), max_epochs=1,
         gradient_clip_val=CLIP, use_distributed_sampler=False, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
     )
-    trainer.fit(module, datamodule=FixedRollout(rollout))
+    trainer.fit(module, datamodule=OneUpdate())
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     result = {"metrics": metrics, "world": trainer.world_size}
 
@@ -129,7 +142,7 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     module.policy.eval()
     with torch.no_grad():
         plain = greedy(module.policy, *prompts).ids
-        with gathered_for_generation(module.policy, trainer.strategy):
+        with adapter_for(trainer.strategy).gathered(module.policy, trainer.strategy):
             gathered = greedy(module.policy, *prompts).ids
             result["stayed_gathered"] = _all_gathered(module.policy)
     result["greedy"], result["greedy_gathered"] = plain.cpu(), gathered.cpu()
@@ -141,7 +154,7 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
         result["copied"] = all(torch.allclose(reference[k], result["policy"][k]) for k in result["policy"])
 
     # which training questions each rank draws (the real RolloutDataModule, under this strategy's ranks)
-    datamodule = RolloutDataModule(ArithmeticTask(train_size=400, heldout_size=8), group_size=G, prompts_per_step=4)
+    datamodule = RolloutDataModule(ArithmeticTask(train_size=400, heldout_size=8), prompts_per_step=4)
     datamodule.trainer = trainer
     datamodule.setup()
     mine = [p.prompt for epoch in range(3) for p in datamodule.questions(epoch, *datamodule._rank_world())]

@@ -64,15 +64,28 @@ def test_each_job_trains_and_exports_one_full_model(sweep, warm_cache, job, stra
     scalars = read_scalars(run_dir / "tb")
     assert len(scalars["rollout/reward_mean"]) == 3 and len(scalars["train/loss"]) == 3
     assert scalars["train/grad_norm"][-1][1] > 0  # logged (and reduced across ranks) under both strategies
-    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch=*"))
+    checkpoints = sorted(p.name for p in (run_dir / "checkpoints").glob("epoch[0-9]*.ckpt"))
     assert len(checkpoints) == 3, checkpoints
     assert (run_dir / "checkpoints" / checkpoints[1]).is_dir() == (strategy == "fsdp")  # fsdp: per-rank shards
+
+
+def test_evaluation_does_not_depend_on_the_number_of_processes(sweep, base_overrides, tmp_path):
+    """pass@k and maj@k of the starting policy: the ddp job's 2 processes (each half of the held-out questions)
+    give what 1 process gives, since every sample is seeded by its question's global index."""
+    _, root = sweep
+    two = read_scalars(next(root.iterdir()) / "0" / "tb")
+    one_dir = tmp_path / "one"
+    train(["supervision=process", "grpo.steps=1", *base_overrides, *SIGNAL, f"hydra.run.dir={one_dir}"], tmp_path)
+    one = read_scalars(one_dir / "tb")
+    for tag in ("initial/pass@2", "initial/maj@2"):
+        assert one[tag][-1][1] == two[tag][-1][1], tag
+    assert abs(one["initial/accuracy"][-1][1] - two["initial/accuracy"][-1][1]) <= 1 / 16  # greedy: batch padding may flip a tie
 
 
 def test_fsdp_resume_reproduces_the_uninterrupted_run(sweep, base_overrides, tmp_path):
     _, root = sweep
     full = next(root.iterdir()) / "1"
-    (ckpt,) = (full / "checkpoints").glob("epoch=1-*")  # after 2 of the 3 GRPO steps
+    (ckpt,) = (full / "checkpoints").glob("epoch0001-*")  # after 2 of the 3 GRPO steps
     assert sorted(p.name for p in ckpt.iterdir()) == [".metadata", "__0_0.distcp", "__1_0.distcp", "meta.pt"]  # a shard per rank
     resumed = tmp_path / "resumed"  # (the checkpoint's name holds '=': quoted for Hydra below)
     train(

@@ -1,6 +1,6 @@
 """Every strategy composes with every supervision, reward and schedule option and gives a Trainer with the
 right strategy (nothing is launched here); the SLURM launcher config renders the sbatch script SLURM would
-get; the pieces of grpo.distributed that need no process group: which modules DDP leaves out, which
+get; the pieces of grpo.strategies and grpo.launch that need no process group: which modules DDP leaves out, which
 layers FSDP2 wraps, the command line of a launched rank, a full export from one process."""
 
 from __future__ import annotations
@@ -15,17 +15,12 @@ from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy, ModelPa
 from omegaconf import OmegaConf
 
 from grpo.checks import check_config
-from grpo.distributed import (
-    JOB_ENV,
-    FSDP2Strategy,
-    configure_for_strategy,
-    decoder_layers,
-    export_pretrained,
-    frozen_models,
-    full_state_dict,
-    launched_rank_argv,
-)
+from grpo.algo.loss import GRPOLoss
+from grpo.launch import JOB_ENV, launched_rank_argv
 from grpo.module import GRPOModule
+from grpo.strategies import adapter_for, frozen_models
+from grpo.strategies.fsdp2 import FSDP2Strategy, decoder_layers
+from grpo.strategies.weights import export_pretrained, full_state_dict
 from grpo_testkit import CONF_DIR, compose_config, tiny_lm
 
 STRATEGIES = sorted(f.stem for f in (CONF_DIR / "strategy").glob("*.yaml"))
@@ -122,16 +117,17 @@ def test_num_nodes_reaches_the_strategy(tmp_path):
         assert trainer.num_nodes == trainer.strategy.num_nodes == 3
 
 
-# ---------------------------------------------------------------- grpo.distributed without a process group
+# ---------------------------------------------------------------- grpo.strategies without a process group
 def grpo_module(beta=0.04):
     policy, tokenizer = tiny_lm(seed=1)
-    return GRPOModule(policy.train(), tokenizer, reward=None, task=None, optimizer=torch.optim.SGD, beta=beta)
+    return GRPOModule(policy.train(), tokenizer, task=None, rollout=None, loss=GRPOLoss(beta=beta), optimizer=torch.optim.SGD)
 
 
 def test_ddp_leaves_the_frozen_reference_out():
     module = grpo_module()
     assert set(frozen_models(module)) == {"reference"}
-    configure_for_strategy(module, DDPStrategy())
+    strategy = DDPStrategy()
+    adapter_for(strategy).configure(module, strategy)
     ignored = set(module._ddp_params_and_buffers_to_ignore)
     assert {f"reference.{n}" for n, _ in module.reference.named_parameters()} <= ignored
     assert not any(name.startswith("policy.") for name in ignored)
@@ -142,7 +138,7 @@ def test_one_device_and_deepspeed_need_no_change():
     module = grpo_module()
     before = {k: v.clone() for k, v in module.state_dict().items()}
     for strategy in ("auto", DeepSpeedStrategy(stage=3)):
-        configure_for_strategy(module, strategy)
+        adapter_for(strategy).configure(module, strategy)
     assert not hasattr(module, "_ddp_params_and_buffers_to_ignore")
     assert all(torch.equal(before[k], v) for k, v in module.state_dict().items())
 

@@ -57,11 +57,11 @@ def test_tiny_policy_warm_starts_once_then_loads_from_cache(tmp_path, small_task
 
 
 def test_warm_start_trains_the_fresh_model(tmp_path, small_task):
-    from grpo.models.tiny import build_tiny_model, tiny_config
+    from grpo.models.tiny import TinyArch, build_tiny_model
 
     trained, tokenizer = TinyPolicy(**TINY, warmstart_steps=2, warmstart_batch_size=4, cache_dir=str(tmp_path)).load(small_task)
     untrained, _ = TinyPolicy(**TINY, warmstart_steps=0, cache_dir=str(tmp_path)).load(small_task)
-    fresh = build_tiny_model(tiny_config(tokenizer, **ARCH), seed=0)
+    fresh = build_tiny_model(TinyArch(**ARCH).config(tokenizer), seed=0)
     assert all(torch.equal(p, q) for p, q in zip(untrained.parameters(), fresh.parameters()))  # steps=0: as built
     assert any(not torch.equal(p, q) for p, q in zip(trained.parameters(), fresh.parameters()))
 

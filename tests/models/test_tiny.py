@@ -7,7 +7,7 @@ from omegaconf import OmegaConf
 
 from grpo.models.tiny import TinyArch
 from grpo.models.tokenizer import build_char_tokenizer
-from grpo.rewards.reward_model import build_reward_model
+from grpo.rewards.learned.network import build_reward_model
 from grpo_testkit import compose_config
 
 SMALL = dict(family="qwen2", hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64, max_position_embeddings=96)

@@ -5,10 +5,10 @@ import pytest
 import torch
 
 from grpo.models.tokenizer import build_char_tokenizer
-from grpo.rewards import model_reward as model_reward_mod
-from grpo.rewards.model_reward import ModelReward
-from grpo.rewards.reward_model import build_reward_model, encode
-from grpo.rewards.rm_data import RMExample, label_examples
+from grpo.rewards.learned import reward as model_reward_mod
+from grpo.rewards.learned.reward import LearnedReward
+from grpo.rewards.learned.network import build_reward_model, encode
+from grpo.rewards.learned.data import RMExample, label_examples
 from grpo.tasks.arithmetic import ArithmeticTask
 from grpo.tasks.base import Problem
 from grpo_testkit import tiny_lm
@@ -26,9 +26,9 @@ def tokenizer():
     return build_char_tokenizer(ArithmeticTask.alphabet)
 
 
-def bound(kind: str, tokenizer, seed: int = 0) -> ModelReward:
-    """A ModelReward around a random tiny reward model (no initial training)."""
-    reward = ModelReward(kind=kind)
+def bound(kind: str, tokenizer, seed: int = 0) -> LearnedReward:
+    """A LearnedReward around a random tiny reward model (no initial training)."""
+    reward = LearnedReward(kind=kind)
     reward.task, reward.tokenizer = TASK, tokenizer
     reward.model = build_reward_model(tokenizer, arch=dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), seed=seed).eval()
     reward._policy = reward.model
@@ -98,11 +98,11 @@ def test_orm_outcome_is_the_score_at_the_last_token(tokenizer):
 
 
 def test_kind_follows_supervision():
-    assert ModelReward(supervision="outcome").kind == "orm"
-    assert ModelReward(supervision="process").kind == "prm"
-    assert ModelReward(kind="prm", supervision="outcome").kind == "prm"  # a PRM can give outcome rewards (min)
+    assert LearnedReward(supervision="outcome").kind == "orm"
+    assert LearnedReward(supervision="process").kind == "prm"
+    assert LearnedReward(kind="prm", supervision="outcome").kind == "prm"  # a PRM can give outcome rewards (min)
     with pytest.raises(ValueError, match="kind=prm"):
-        ModelReward(kind="orm", supervision="process")
+        LearnedReward(kind="orm", supervision="process")
 
 
 def test_build_from_policy_and_from_a_directory(tokenizer, tmp_path):
@@ -119,7 +119,7 @@ def test_build_from_policy_and_from_a_directory(tokenizer, tmp_path):
 
 def test_initial_reward_model_is_trained_once_then_cached(tmp_path, monkeypatch):
     policy, tokenizer = tiny_lm(seed=1)
-    make = lambda: ModelReward(
+    make = lambda: LearnedReward(
         kind="orm", initial_prompts=6, samples_per_prompt=2, max_new_tokens=12, heldout_fraction=0.5,
         initial_steps=2, batch_size=4, cache_dir=str(tmp_path),
     )

@@ -22,10 +22,10 @@ def build(arch: dict, attn: str):
     if kv is None:
         model, tok = tiny_lm(seed=1, **arch)
     else:  # grouped KV heads: rebuild the config with fewer KV heads
-        from grpo.models.tiny import build_tiny_model, tiny_config
+        from grpo.models.tiny import TinyArch, build_tiny_model
 
         _, tok = tiny_lm(seed=1)
-        config = tiny_config(tok, hidden_size=32, num_layers=2, intermediate_size=64, max_position_embeddings=128, **arch)
+        config = TinyArch(hidden_size=32, num_layers=2, intermediate_size=64, max_position_embeddings=128, **arch).config(tok)
         config.num_key_value_heads, config.initializer_range = kv, 0.2
         model = build_tiny_model(config, seed=1).eval()
     model.set_attn_implementation(attn)

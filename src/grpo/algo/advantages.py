@@ -8,6 +8,8 @@ Math runs in at least float32. A group whose rewards are all equal gets advantag
 
 from __future__ import annotations
 
+from typing import ClassVar, Protocol
+
 import torch
 from torch import Tensor
 
@@ -46,10 +48,13 @@ def outcome_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps
     return torch.where(constant, torch.zeros_like(centered), centered).view(-1)
 
 
-def process_advantages(step_rewards: Tensor, step_end_mask: Tensor, group_size: int, eps: float = 1e-4) -> Tensor:
+def process_advantages(
+    step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4
+) -> Tensor:
     """Process supervision: step rewards normalised over the whole group, summed from t onwards.
 
         r~_i^index(j) = (r_i^index(j) - mean(R)) / (std(R) + eps)    R: all step rewards of the group
+        r~_i^index(j) =  r_i^index(j) - mean(R)                      (scale=False, Dr. GRPO)
         A_it = sum over steps j of row i with index(j) >= t of r~_i^index(j)
 
     std is the sample std (Bessel); a group with a single step reward, or all equal, gets 0.
@@ -77,6 +82,49 @@ def process_advantages(step_rewards: Tensor, step_end_mask: Tensor, group_size: 
     constant = torch.where(is_end, r, -big).amax(dim=1, keepdim=True) == torch.where(is_end, r, big).amin(
         dim=1, keepdim=True
     )  # [P, 1]: all step rewards equal (or a single one)
-    normalised = torch.where(is_end & ~constant, (r - mean) / (std + eps), torch.zeros_like(r))
+    centered = (r - mean) / (std + eps) if scale else r - mean
+    normalised = torch.where(is_end & ~constant, centered, torch.zeros_like(r))
     normalised = normalised.view(n_rows, T)  # [N, T]
     return normalised.flip(1).cumsum(1).flip(1)  # reverse cumsum: sum over index(j) >= t
+
+
+# ---------------------------------------------------------------- the components (conf/supervision/)
+class AdvantageEstimator(Protocol):
+    """What the rollout calls to turn rewards into advantages (the `supervision` config group).
+
+    needs_step_rewards: False -> called with `rewards` [N] (one per output); True -> also with
+        `step_rewards`, `step_end_mask` [N, T] (each step's reward at the token where it ends).
+    Returns advantages [N] (every token of output i gets A_i) or [N, T]; a group with no learning
+    signal must get exactly 0 (the rollout leaves such groups out of the update).
+    """
+
+    needs_step_rewards: ClassVar[bool]
+
+    def __call__(self, rewards: Tensor, group_size: int, step_rewards: Tensor | None = None,
+                 step_end_mask: Tensor | None = None) -> Tensor: ...
+
+
+class OutcomeAdvantages:
+    """supervision=outcome: `outcome_advantages` of the per-output rewards."""
+
+    needs_step_rewards: ClassVar[bool] = False
+
+    def __init__(self, scale: bool = True, eps: float = 1e-4):
+        self.scale, self.eps = scale, eps
+
+    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
+        return outcome_advantages(rewards, group_size, scale=self.scale, eps=self.eps)
+
+
+class ProcessAdvantages:
+    """supervision=process: `process_advantages` of the per-step rewards."""
+
+    needs_step_rewards: ClassVar[bool] = True
+
+    def __init__(self, scale: bool = True, eps: float = 1e-4):
+        self.scale, self.eps = scale, eps
+
+    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
+        if step_rewards is None or step_end_mask is None:
+            raise ValueError("process supervision needs step_rewards and step_end_mask [N, T]")
+        return process_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps)

@@ -7,8 +7,10 @@ With d = ref_logp - logp = log(pi_ref / pi_theta), for tokens sampled from pi_th
     k2 = 0.5 * d^2             biased, >= 0
     k3 = exp(d) - d - 1        unbiased, >= 0; the estimator DeepSeekMath uses (eq. 4)
 
-All take logp, ref_logp of the same shape and return that shape, in their dtype
-(`grpo_loss` casts to float32 before calling).
+All take logp, ref_logp of the same shape and return that shape, in their dtype (the losses cast
+to float32 before calling). The `kl` config group picks one as a component (conf/kl/k3.yaml:
+`_target_: grpo.algo.kl.k3`, `_partial_: true`); any function with this signature plugs in. All
+estimators of KL_ESTIMATORS are logged (train/kl_k1, ...), whichever enters the loss.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from typing import Callable
 
 import torch
 from torch import Tensor
+
+KLEstimator = Callable[[Tensor, Tensor], Tensor]
 
 
 def k1(logp: Tensor, ref_logp: Tensor) -> Tensor:
@@ -38,11 +42,13 @@ def k3(logp: Tensor, ref_logp: Tensor) -> Tensor:
     return torch.expm1(d) - d
 
 
-KL_ESTIMATORS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"k1": k1, "k2": k2, "k3": k3}
+KL_ESTIMATORS: dict[str, KLEstimator] = {"k1": k1, "k2": k2, "k3": k3}
 
 
-def kl_estimator(name: str) -> Callable[[Tensor, Tensor], Tensor]:
-    """The estimator called `name` ("k1", "k2" or "k3")."""
-    if name not in KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {name!r}; valid choices: {sorted(KL_ESTIMATORS)}")
-    return KL_ESTIMATORS[name]
+def kl_estimator(name_or_fn: str | KLEstimator) -> KLEstimator:
+    """The estimator called `name` ("k1", "k2" or "k3"); a callable is returned as is."""
+    if callable(name_or_fn):
+        return name_or_fn
+    if name_or_fn not in KL_ESTIMATORS:
+        raise ValueError(f"unknown KL estimator {name_or_fn!r}; valid choices: {sorted(KL_ESTIMATORS)}")
+    return KL_ESTIMATORS[name_or_fn]

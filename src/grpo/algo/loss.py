@@ -8,32 +8,101 @@ With mu = 1 (one update per batch of rollouts) old_logp == logp.detach(): rho = 
 sits near 0 by construction (only -beta * KL, plus the mean advantage under "token"/"constant"
 aggregation), and only rho's gradient, the policy gradient, matters. Watch reward, KL and
 clip fraction instead.
+
+A policy loss is a component (the `loss` config group): an object with `beta` (0: no reference
+model is kept) and `__call__(logp, old_logp, ref_logp, advantages, mask) -> (loss, stats)`.
+`GRPOLoss` here; `grpo.algo.cispo.CISPOLoss` is another. The helpers (`masked_inputs`, `kl_terms`,
+`token_stats`) are what a new loss reuses.
 """
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import torch
 from torch import Tensor
 
-from grpo.algo.kl import KL_ESTIMATORS, kl_estimator as get_kl_estimator
-
-AGGREGATIONS = ("sequence", "token", "constant")
-RATIO_LEVELS = ("token", "sequence")
+from grpo.algo.aggregation import aggregation as get_aggregation
+from grpo.algo.kl import KL_ESTIMATORS, KLEstimator, kl_estimator as get_kl_estimator
 
 
-def _aggregate(per_token: Tensor, mask: Tensor, aggregation: str) -> Tensor:
-    """Reduce [N, T] per-token values over the masked tokens to a scalar (mask: [N, T] float 0/1)."""
-    masked = per_token * mask
-    if aggregation == "sequence":  # the paper: mean over each row's tokens, then over rows
-        row_len = mask.sum(dim=1)  # [N]
-        row_mean = masked.sum(dim=1) / row_len.clamp(min=1)  # [N]
-        has_tokens = (row_len > 0).to(mask.dtype)  # rows with no masked token are left out
-        return (row_mean * has_tokens).sum() / has_tokens.sum().clamp(min=1)
-    if aggregation == "token":  # DAPO: every token of the batch weighs the same
-        return masked.sum() / mask.sum().clamp(min=1)
-    return masked.sum() / mask.numel()  # "constant", Dr. GRPO: divide by N x T
+# ---------------------------------------------------------------- ratio levels
+def token_log_ratio(log_ratio: Tensor, mask: Tensor) -> Tensor:
+    """GRPO: one ratio per token, [N, T] as given."""
+    return log_ratio
 
 
+def sequence_log_ratio(log_ratio: Tensor, mask: Tensor) -> Tensor:
+    """GSPO (arXiv 2507.18071): the mean log-ratio over each row's masked tokens, broadcast to [N, T]."""
+    row_len = mask.sum(dim=1, keepdim=True).clamp(min=1)  # [N, 1]
+    return ((log_ratio * mask).sum(dim=1, keepdim=True) / row_len).expand_as(log_ratio)
+
+
+RATIO_LEVELS: dict[str, Callable[[Tensor, Tensor], Tensor]] = {"token": token_log_ratio, "sequence": sequence_log_ratio}
+
+
+# ---------------------------------------------------------------- shared by every policy loss
+class MaskedInputs(NamedTuple):
+    """float32, 0 at padded positions (so neither values nor gradients see inf/NaN there)."""
+
+    logp: Tensor  # [N, T] carries the gradient
+    old_logp: Tensor  # [N, T] constant (logp.detach() when on-policy)
+    ref_logp: Tensor | None  # [N, T] constant
+    advantages: Tensor  # [N, T] constant, broadcast from [N] for outcome supervision
+    mask: Tensor  # [N, T] float 0/1
+
+
+def masked_inputs(logp, old_logp, ref_logp, advantages, mask, beta: float) -> MaskedInputs:
+    """Check shapes (see `grpo_loss`) and return the inputs as float32 with padded positions zeroed."""
+    if beta != 0 and ref_logp is None:
+        raise ValueError(f"ref_logp is required when beta != 0 (beta={beta})")
+    if logp.dim() != 2 or mask.shape != logp.shape:
+        raise ValueError(f"logp and mask must both be [N, T], got {tuple(logp.shape)} and {tuple(mask.shape)}")
+    for name, other in (("old_logp", old_logp), ("ref_logp", ref_logp)):
+        if other is not None and other.shape != logp.shape:
+            raise ValueError(f"{name} must have logp's shape {tuple(logp.shape)}, got {tuple(other.shape)}")
+    if advantages.shape not in (logp.shape[:1], logp.shape):
+        raise ValueError(f"advantages must be [N] or [N, T] = {tuple(logp.shape)}, got {tuple(advantages.shape)}")
+    is_real = mask.bool()  # [N, T]
+    zero = torch.zeros((), dtype=torch.float32, device=logp.device)
+    logp32 = torch.where(is_real, logp.float(), zero)  # [N, T]
+    old = logp32.detach() if old_logp is None else torch.where(is_real, old_logp.detach().float(), zero)
+    ref = None if ref_logp is None else torch.where(is_real, ref_logp.detach().float(), zero)
+    adv = advantages.detach().float()
+    adv = torch.where(is_real, adv[:, None] if adv.dim() == 1 else adv, zero)  # [N, T]
+    return MaskedInputs(logp32, old, ref, adv, is_real.float())
+
+
+def kl_terms(inputs: MaskedInputs) -> dict[str, Tensor]:
+    """Every estimator of KL_ESTIMATORS per token ([N, T] each; {} without a reference)."""
+    if inputs.ref_logp is None:
+        return {}
+    return {name: fn(inputs.logp, inputs.ref_logp) for name, fn in KL_ESTIMATORS.items()}
+
+
+@torch.no_grad()
+def token_stats(inputs: MaskedInputs, kl_tok: Tensor | None, kls: dict[str, Tensor], ratio: Tensor,
+                clip_low: Tensor, clip_high: Tensor) -> dict[str, Tensor]:
+    """Means over masked tokens: kl (the loss's estimator), kl_k1..k3, clip fractions (boolean [N, T] given), ratio."""
+    mask = inputs.mask
+    n_tokens = mask.sum().clamp(min=1)
+    zero = torch.zeros((), dtype=torch.float32, device=mask.device)
+
+    def masked_mean(x: Tensor) -> Tensor:
+        return (x.float() * mask).sum() / n_tokens
+
+    low, high = masked_mean(clip_low), masked_mean(clip_high)
+    return {
+        "kl": masked_mean(kl_tok) if kl_tok is not None else zero,
+        **{f"kl_{name}": masked_mean(kls[name]) if kls else zero for name in KL_ESTIMATORS},
+        "clip_frac_low": low,
+        "clip_frac_high": high,
+        "clip_frac": low + high,
+        "ratio_mean": masked_mean(ratio),
+    }
+
+
+# ---------------------------------------------------------------- the GRPO loss
 def grpo_loss(
     logp: Tensor,
     old_logp: Tensor | None,
@@ -44,7 +113,7 @@ def grpo_loss(
     epsilon: float = 0.2,
     epsilon_high: float | None = None,
     beta: float = 0.04,
-    kl_estimator: str = "k3",
+    kl_estimator: str | KLEstimator = "k3",
     aggregation: str = "sequence",
     ratio_level: str = "token",
 ) -> tuple[Tensor, dict[str, Tensor]]:
@@ -59,13 +128,10 @@ def grpo_loss(
 
     epsilon, epsilon_high: clip range [1 - epsilon, 1 + epsilon_high]; epsilon_high defaults to
         epsilon (DAPO's clip-higher sets it larger).
-    beta: weight of the KL term; kl_estimator: "k1", "k2" or "k3" (see grpo.algo.kl).
-    aggregation:
-        "sequence": mean over each row's masked tokens, then mean over rows (the paper). Rows with
-            no masked token are left out of the mean over rows, so callers may drop whole rows
-            (e.g. groups with zero reward spread) by masking them out.
-        "token":    sum over all masked tokens / their count (DAPO).
-        "constant": sum over all masked tokens / (N x T), T = mask.shape[1] (Dr. GRPO).
+    beta: weight of the KL term; kl_estimator: "k1", "k2", "k3" or any function (see grpo.algo.kl).
+    aggregation: "sequence" (the paper), "token" (DAPO) or "constant" (Dr. GRPO); see
+        grpo.algo.aggregation. Under "sequence" rows with no masked token are left out of the mean
+        over rows, so callers may drop whole rows (e.g. groups with zero reward spread) by masking them.
     ratio_level:
         "token":    rho_it per token (the paper).
         "sequence": GSPO (arXiv 2507.18071): s_i = exp(mean over row i's masked tokens of
@@ -81,65 +147,51 @@ def grpo_loss(
         clip_frac (their sum), ratio_mean, pg_loss (the clipped policy-gradient part of the loss
         alone), objective (J, = -loss).
     """
-    if aggregation not in AGGREGATIONS:
-        raise ValueError(f"unknown aggregation {aggregation!r}; valid choices: {list(AGGREGATIONS)}")
+    aggregate = get_aggregation(aggregation)
     if ratio_level not in RATIO_LEVELS:
         raise ValueError(f"unknown ratio_level {ratio_level!r}; valid choices: {list(RATIO_LEVELS)}")
-    get_kl_estimator(kl_estimator)  # raises on an unknown name
-    if beta != 0 and ref_logp is None:
-        raise ValueError(f"ref_logp is required when beta != 0 (beta={beta})")
-    if logp.dim() != 2 or mask.shape != logp.shape:
-        raise ValueError(f"logp and mask must both be [N, T], got {tuple(logp.shape)} and {tuple(mask.shape)}")
-    for name, other in (("old_logp", old_logp), ("ref_logp", ref_logp)):
-        if other is not None and other.shape != logp.shape:
-            raise ValueError(f"{name} must have logp's shape {tuple(logp.shape)}, got {tuple(other.shape)}")
-    if advantages.shape not in (logp.shape[:1], logp.shape):
-        raise ValueError(f"advantages must be [N] or [N, T] = {tuple(logp.shape)}, got {tuple(advantages.shape)}")
+    kl_fn = get_kl_estimator(kl_estimator)
+    x = masked_inputs(logp, old_logp, ref_logp, advantages, mask, beta)
     eps_low = epsilon
     eps_high = epsilon if epsilon_high is None else epsilon_high
 
-    is_real = mask.bool()  # [N, T]
-    mask_f = is_real.float()  # [N, T]
-    zero = torch.zeros((), dtype=torch.float32, device=logp.device)
-    # Padded positions become 0 before any exp, so neither the values nor the gradients see inf/NaN.
-    logp32 = torch.where(is_real, logp.float(), zero)  # [N, T]
-    old = logp32.detach() if old_logp is None else torch.where(is_real, old_logp.detach().float(), zero)
-    adv = advantages.detach().float()
-    adv = torch.where(is_real, adv[:, None] if adv.dim() == 1 else adv, zero)  # [N, T]
-
-    log_ratio = logp32 - old  # [N, T]
-    if ratio_level == "sequence":
-        row_len = mask_f.sum(dim=1, keepdim=True).clamp(min=1)  # [N, 1]
-        log_ratio = ((log_ratio * mask_f).sum(dim=1, keepdim=True) / row_len).expand_as(logp32)
+    log_ratio = RATIO_LEVELS[ratio_level](x.logp - x.old_logp, x.mask)  # [N, T]
     ratio = torch.exp(log_ratio)  # [N, T]
     clipped_ratio = ratio.clamp(1 - eps_low, 1 + eps_high)
-    pg_objective = torch.minimum(ratio * adv, clipped_ratio * adv)  # [N, T]
+    pg_objective = torch.minimum(ratio * x.advantages, clipped_ratio * x.advantages)  # [N, T]
 
-    kls = {}
-    if ref_logp is not None:
-        ref = torch.where(is_real, ref_logp.detach().float(), zero)
-        kls = {name: fn(logp32, ref) for name, fn in KL_ESTIMATORS.items()}  # each [N, T]
-    objective_tok = pg_objective - beta * kls[kl_estimator] if beta != 0 else pg_objective
-
-    objective = _aggregate(objective_tok, mask_f, aggregation)
+    kls = kl_terms(x)
+    kl_tok = kl_fn(x.logp, x.ref_logp) if x.ref_logp is not None else None  # [N, T]
+    objective_tok = pg_objective - beta * kl_tok if beta != 0 else pg_objective
+    objective = aggregate(objective_tok, x.mask)
     loss = -objective
 
     with torch.no_grad():
-        n_tokens = mask_f.sum().clamp(min=1)
-
-        def masked_mean(x: Tensor) -> Tensor:
-            return (x.float() * mask_f).sum() / n_tokens
-
-        clip_low = masked_mean((ratio < 1 - eps_low) & (adv < 0))
-        clip_high = masked_mean((ratio > 1 + eps_high) & (adv > 0))
-        stats = {
-            "kl": masked_mean(kls[kl_estimator]) if kls else zero,
-            **{f"kl_{name}": masked_mean(kls[name]) if kls else zero for name in KL_ESTIMATORS},
-            "clip_frac_low": clip_low,
-            "clip_frac_high": clip_high,
-            "clip_frac": clip_low + clip_high,
-            "ratio_mean": masked_mean(ratio),
-            "pg_loss": -_aggregate(pg_objective, mask_f, aggregation),
-            "objective": objective.detach(),
-        }
+        stats = token_stats(
+            x, kl_tok, kls, ratio,
+            clip_low=(ratio < 1 - eps_low) & (x.advantages < 0),
+            clip_high=(ratio > 1 + eps_high) & (x.advantages > 0),
+        )
+        stats["pg_loss"] = -aggregate(pg_objective, x.mask)
+        stats["objective"] = objective.detach()
     return loss, {name: value.detach() for name, value in stats.items()}
+
+
+class GRPOLoss:
+    """`grpo_loss` with its settings bound (conf/loss/grpo.yaml). `beta` = 0 keeps no reference model."""
+
+    def __init__(self, epsilon: float = 0.2, epsilon_high: float | None = None, beta: float = 0.04,
+                 kl_estimator: str | KLEstimator = "k3", aggregation: str = "sequence", ratio_level: str = "token"):
+        self.epsilon, self.epsilon_high, self.beta = epsilon, epsilon_high, beta
+        self.kl_estimator, self.aggregation, self.ratio_level = kl_estimator, aggregation, ratio_level
+        # unknown names fail at construction, before any run starts
+        get_aggregation(self.aggregation)
+        get_kl_estimator(self.kl_estimator)
+        if self.ratio_level not in RATIO_LEVELS:
+            raise ValueError(f"unknown ratio_level {self.ratio_level!r}; valid choices: {list(RATIO_LEVELS)}")
+
+    def __call__(self, logp, old_logp, ref_logp, advantages, mask) -> tuple[Tensor, dict[str, Tensor]]:
+        return grpo_loss(
+            logp, old_logp, ref_logp, advantages, mask, epsilon=self.epsilon, epsilon_high=self.epsilon_high,
+            beta=self.beta, kl_estimator=self.kl_estimator, aggregation=self.aggregation, ratio_level=self.ratio_level,
+        )

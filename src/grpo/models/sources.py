@@ -13,15 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import string
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from grpo.models.cache import build_once
 from grpo.models.tiny import TinyArch, build_tiny_model
 from grpo.models.tokenizer import build_char_tokenizer
 from grpo.models.warmstart import train_warm_start
@@ -51,23 +50,17 @@ class TinyPolicy:
 
     def load(self, task, task_key: str = ""):
         """(model, tokenizer); `task_key` names the task's settings, so that another task gets its own cache."""
-        path = self.cache_path(task_key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):  # one process builds, the others (other ranks, parallel jobs) wait
-            if not (path / "config.json").exists():
-                self._build(task, path)
+        path = build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp))
         return load_pretrained(str(path))
 
-    def _build(self, task, path: Path) -> None:
+    def _build(self, task, out: Path) -> None:
         tokenizer = build_char_tokenizer(task.alphabet or PRINTABLE)
         model = build_tiny_model(self.arch.config(tokenizer), seed=self.warmstart["seed"])
         if self.warmstart["steps"] > 0:
-            log.info("Warm start: %d supervised steps, cached at %s for later runs", self.warmstart["steps"], path)
-            train_warm_start(model, tokenizer, task, log_dir=str(path.parent), **self.warmstart)
-        tmp = path.with_name(path.name + ".tmp")
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        os.replace(tmp, path)  # atomic: a crash mid-way never leaves a half-written cache
+            log.info("Warm start: %d supervised steps, cached for later runs", self.warmstart["steps"])
+            train_warm_start(model, tokenizer, task, log_dir=str(out.parent), **self.warmstart)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
 
 
 class PretrainedPolicy:

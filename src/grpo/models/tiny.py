@@ -61,11 +61,6 @@ class TinyArch:
         )
 
 
-def tiny_config(tokenizer: PreTrainedTokenizerBase, **arch) -> PretrainedConfig:
-    """Shorthand: `TinyArch(**arch).config(tokenizer)`."""
-    return TinyArch.from_node(arch).config(tokenizer)
-
-
 def build_tiny_model(config: PretrainedConfig, seed: int = 0):
     """A freshly initialised model for `config`, seeded so that every rank builds the same weights."""
     import torch

@@ -47,7 +47,7 @@ class SFTModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         input_ids, attention_mask, labels = batch
         loss = self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
-        self.log("sft/loss", loss, prog_bar=True)
+        self.log("sft/loss", loss)
         return loss
 
     def configure_optimizers(self):
@@ -70,8 +70,11 @@ def train_warm_start(model, tokenizer, task, *, steps: int, batch_size: int, lr:
     tensors = encode_sft(tokenizer, task.sft_examples(steps * batch_size, seed))
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=True, generator=generator)
+    from grpo.progress import StepProgressBar
+
     trainer = L.Trainer(
         max_steps=steps,
+        callbacks=[StepProgressBar(unit="warm-start step", count="batches", log_every=max(1, steps // 10))],
         accelerator="cpu" if not torch.cuda.is_available() else "auto",
         devices=1,
         logger=TensorBoardLogger(log_dir, name="warmstart"),

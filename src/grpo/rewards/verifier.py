@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from grpo.tasks.base import verified
+
 
 class VerifierReward:
     """Outcome reward 1.0 / 0.0 from `task.verify`; step rewards from `task.step_rewards`."""
@@ -19,7 +21,7 @@ class VerifierReward:
 
     def outcome(self, problems, completions: list[str]) -> Tensor:
         """[N] float rewards, one per completion."""
-        return torch.tensor([float(self.task.verify(p, c)) for p, c in zip(problems, completions)])
+        return torch.tensor([float(verified(self.task, p, c)) for p, c in zip(problems, completions)])
 
     def steps(self, problems, completions: list[str]) -> list[list[tuple[int, float]]]:
         """Per completion: (index of the step's last character in the completion text, reward) per step."""

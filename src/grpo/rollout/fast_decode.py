@@ -23,13 +23,13 @@ import sys
 import torch
 from torch import Tensor
 
+from grpo.models.capabilities import plain_decoder
+
 SUPPORTED = ("llama", "qwen2")  # same decoder layer: norm, q/k/v (+bias for qwen2), RoPE, attention, o, norm, MLP
 STATIC_ROPE = ("default", "linear", "llama3")  # cos/sin depend on the position only: one table serves all steps
 
 
 def supports(model) -> bool:
-    from grpo.rollout.sampler import plain_decoder
-
     rope = getattr(getattr(model, "config", None), "rope_parameters", None) or {}
     return plain_decoder(model, SUPPORTED) and rope.get("rope_type", "default") in STATIC_ROPE
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from grpo.rollout.sampler import plain_decoder, position_ids_from_mask
+from grpo.models.capabilities import attention_kernel_mask, plain_decoder, position_ids_from_mask
 
 PACKABLE_MODEL_TYPES = ("llama", "qwen2", "qwen3")  # decoder(...) then lm_head(hidden): nothing in between
 PACK_WIDTH = 4096  # longest packed sequence considered; a group longer than the chosen width takes several rows
@@ -186,10 +186,7 @@ def _ranges(lengths: Tensor) -> Tensor:
 
 
 def _packed_logprobs(model, plan: dict, temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-    mask = plan["allowed"]
-    if model.config._attn_implementation == "eager":  # eager attention adds the mask to the scores
-        dtype = next(model.parameters()).dtype
-        mask = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask, torch.finfo(dtype).min)
+    mask = attention_kernel_mask(model, plan["allowed"])
     hidden = model.model(input_ids=plan["ids"], attention_mask=mask, position_ids=plan["position"], use_cache=False)
     hidden = hidden.last_hidden_state[plan["gather"]]  # [N_tokens, H]: only where a completion token is predicted
     logp_tok, entropy_tok = _token_logprobs(model.lm_head(hidden), plan["targets"], temperature, with_entropy)

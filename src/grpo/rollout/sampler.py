@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from grpo.models.capabilities import attention_kernel_mask, full_attention_only, position_ids_from_mask
 from grpo.rollout import fast_decode
 
 COMPACT_FRACTION = 1 / 4  # drop finished rows once they are this share of the running batch
@@ -43,24 +44,36 @@ def cache_kwarg(model) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
-def position_ids_from_mask(attention_mask: Tensor) -> Tensor:
-    """[B, L] positions counting only real tokens, so left padding does not shift positions."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+def _next_token(
+    logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None, uniforms: Tensor | None = None
+) -> Tensor:
+    """logits [B, V] -> token ids [B]: greedy when temperature == 0, else nucleus sampling.
 
-
-def _next_token(logits: Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> Tensor:
-    """logits [B, V] -> token ids [B]: greedy when temperature == 0, else nucleus sampling."""
+    uniforms: [B] numbers in [0, 1), one per row: the token is drawn by inverse CDF from them
+    (each row's draw then depends on its own numbers only, not on the batch); None: torch.multinomial.
+    """
     if temperature == 0:
         return logits.argmax(-1)
     probs = torch.softmax(logits.float() / temperature, dim=-1)
+    order = None
     if top_p < 1.0:
-        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        probs, order = probs.sort(dim=-1, descending=True)
         # keep the smallest prefix whose mass reaches top_p (the top token always stays)
-        drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        choice = torch.multinomial(sorted_probs, 1, generator=generator)
-        return order.gather(-1, choice).squeeze(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        drop = probs.cumsum(-1) - probs >= top_p
+        probs = probs.masked_fill(drop, 0.0)
+    if uniforms is None:
+        choice = torch.multinomial(probs, 1, generator=generator)
+    else:
+        cdf = probs.cumsum(-1)  # [B, V]
+        choice = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None].contiguous(), right=True)
+        choice = choice.clamp(max=probs.shape[-1] - 1)
+    return (order.gather(-1, choice) if order is not None else choice).squeeze(-1)
+
+
+def row_uniforms(row_seeds: list[int], steps: int, device) -> Tensor:
+    """[B, steps] uniform numbers, row b's from a generator seeded with row_seeds[b]."""
+    rows = [torch.rand(steps, generator=torch.Generator().manual_seed(int(seed))) for seed in row_seeds]
+    return torch.stack(rows).to(device) if rows else torch.zeros(0, steps, device=device)
 
 
 def generator_on(generator: torch.Generator | None, device: torch.device) -> torch.Generator | None:
@@ -72,33 +85,6 @@ def generator_on(generator: torch.Generator | None, device: torch.device) -> tor
     return torch.Generator(device=device).manual_seed(seed)
 
 
-def full_attention_only(config) -> bool:
-    """True when every layer attends to the whole context (no sliding window), so one mask serves all layers."""
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types and any(t != "full_attention" for t in layer_types):
-        return False
-    if getattr(config, "use_sliding_window", None) is False:
-        return True
-    return getattr(config, "sliding_window", None) is None
-
-
-def plain_decoder(model, model_types: tuple[str, ...]) -> bool:
-    """True when `model` can be driven layer by layer with an explicit 4-D mask: its type is one of
-    `model_types`, every layer attends to the whole context, its attention is sdpa or eager (both take
-    the mask as given), and it is not an FSDP2 module (whose root forward, gone around here, gathers
-    the parameters)."""
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) not in model_types or not full_attention_only(config):
-        return False
-    if getattr(config, "_attn_implementation", None) not in ("sdpa", "eager"):
-        return False
-    try:
-        from torch.distributed.fsdp import FSDPModule
-    except ImportError:
-        return True
-    return not isinstance(model, FSDPModule)
-
-
 def _decode_mask(model, prompt_mask: Tensor, max_new_tokens: int) -> Tensor:
     """The attention mask of every decoding step at once: [B, 1, 1, P + max_new_tokens], as the attention
     implementation takes it (sdpa: bool, eager: additive), or the 2-D [B, P + max_new_tokens] that the
@@ -107,12 +93,8 @@ def _decode_mask(model, prompt_mask: Tensor, max_new_tokens: int) -> Tensor:
     mask = torch.cat([prompt_mask, ones], dim=1)  # [B, P + max_new_tokens]
     config = getattr(model, "config", None)
     attn = getattr(config, "_attn_implementation", None) if full_attention_only(config) else None
-    if attn == "sdpa":
-        return mask.bool()[:, None, None, :]
-    if attn == "eager":
-        dtype = next(model.parameters()).dtype
-        additive = torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill(~mask.bool(), torch.finfo(dtype).min)
-        return additive[:, None, None, :]
+    if attn in ("sdpa", "eager"):
+        return attention_kernel_mask(model, mask.bool()[:, None, None, :])
     return mask.long()
 
 
@@ -129,15 +111,21 @@ def sample(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
     num_samples: int = 1,
+    row_seeds: list[int] | None = None,
 ) -> Completions:
     """Sample up to `max_new_tokens` tokens after each left-padded prompt [B, P]; temperature 0 = greedy.
 
     With `num_samples = G`, each prompt is encoded once and its cache shared by G samples; the
     result has B * G rows, each prompt's G samples contiguous (the layout of a GRPO group).
+    Randomness: `generator` for the whole batch, or `row_seeds` (B * G seeds): each output row's draws
+    then come from its own seed, so a row's sample does not depend on which batch it was decoded in.
     """
     device = prompt_ids.device
     generator = generator_on(generator, device)
     batch, P = prompt_ids.shape[0] * num_samples, prompt_ids.shape[1]
+    if row_seeds is not None and len(row_seeds) != batch:
+        raise ValueError(f"row_seeds: need one seed per output row ({batch}), got {len(row_seeds)}")
+    uniforms = row_uniforms(row_seeds, max_new_tokens, device) if row_seeds is not None and temperature > 0 else None
     cache_arg = cache_kwarg(model)
     out_ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
@@ -159,7 +147,7 @@ def sample(
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # running rows that emitted EOS (not yet dropped)
 
     for step in range(max_new_tokens):
-        token = _next_token(logits, temperature, top_p, generator)  # [b]
+        token = _next_token(logits, temperature, top_p, generator, None if uniforms is None else uniforms[alive, step])  # [b]
         out_ids[alive, step] = token.masked_fill(stopped, pad_token_id)
         lengths[alive] += (~stopped).long()
         done = (token == eos_token_id) & ~stopped

@@ -4,6 +4,4 @@ from .arithmetic import ArithmeticTask, needs_carry_or_borrow
 from .base import Problem, Task
 from .gsm8k import GSM8KTask, normalize_number
 
-TASKS: dict[str, type[Task]] = {"arithmetic": ArithmeticTask, "gsm8k": GSM8KTask}
-
-__all__ = ["TASKS", "ArithmeticTask", "GSM8KTask", "Problem", "Task", "needs_carry_or_borrow", "normalize_number"]
+__all__ = ["ArithmeticTask", "GSM8KTask", "Problem", "Task", "needs_carry_or_borrow", "normalize_number"]

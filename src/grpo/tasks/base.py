@@ -51,3 +51,14 @@ class Task(ABC):
 
         Empty list if the completion has no recognisable step.
         """
+
+
+def verified(task: Task, problem: Problem, completion: str) -> bool:
+    """`task.verify(problem, completion)`, checked to be a bool (a clear error names the task otherwise)."""
+    value = task.verify(problem, completion)
+    if isinstance(value, bool) or type(value).__name__ == "bool_":  # numpy's bool too
+        return bool(value)
+    raise TypeError(
+        f"{type(task).__qualname__}.verify must return a bool (True: the answer is right), got {type(value).__name__} "
+        f"{value!r} for the completion {completion[:60]!r}"
+    )

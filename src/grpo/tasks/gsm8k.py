@@ -135,6 +135,13 @@ class GSM8KTask(Task):
         held_prompts = {p.prompt for p in heldout}
         self._train = [p for p in train if p.prompt not in held_prompts]
         self._heldout = heldout
+        if not self._train:
+            raise ValueError(f"task.train_path={train_path}: no training questions left (the file holds {len(train) + len(heldout)} "
+                             "records, each a JSON object with 'question' and 'answer'); use a file with more of them")
+        if not self._heldout:
+            where = f"task.heldout_path={heldout_path} holds no record" if heldout_path is not None else (
+                f"task.heldout_fraction={heldout_fraction} of the {len(train)} questions in task.train_path rounds to 0")
+            raise ValueError(f"No held-out questions to evaluate on: {where}; give a larger file or fraction, or task.heldout_path=<test.jsonl>")
 
     def _load(self, path: str | Path) -> list[Problem]:
         """Problems of a JSONL file, deduplicated by prompt (first occurrence kept)."""

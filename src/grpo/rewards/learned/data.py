@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from grpo.rollout.collect import sample_problems
+from grpo.tasks.base import verified
 
 KINDS = ("orm", "prm")
 
@@ -46,45 +46,13 @@ def label_examples(task, kind: str, problems, completions: list[str]) -> list[RM
     examples = []
     for problem, completion in zip(problems, completions):
         if kind == "orm":
-            targets = ((len(completion) - 1, float(task.verify(problem, completion))),)
+            targets = ((len(completion) - 1, float(verified(task, problem, completion))),)
         else:
             targets = tuple((int(c), float(r)) for c, r in task.step_rewards(problem, completion))
             if not targets:
                 continue
         examples.append(RMExample(problem.prompt, completion, targets))
     return examples
-
-
-@torch.no_grad()
-def sample_completions(
-    policy,
-    tokenizer,
-    problems,
-    *,
-    samples_per_prompt: int,
-    max_new_tokens: int,
-    temperature: float = 1.0,
-    top_p: float = 1.0,
-    generator: torch.Generator | None = None,
-    batch_prompts: int = 64,
-    progress: bool = False,
-) -> tuple[list, list[str]]:
-    """(problem per completion, completion texts): `samples_per_prompt` samples of each problem, in order."""
-    chunks = range(0, len(problems), batch_prompts)
-    if progress:
-        from tqdm.auto import tqdm
-
-        chunks = tqdm(chunks, desc="Sampling for the reward model", unit="batch")
-    group_problems, texts = [], []
-    for start in chunks:
-        chunk = problems[start : start + batch_prompts]
-        _, _, out = sample_problems(
-            policy, tokenizer, chunk, num_samples=samples_per_prompt,
-            max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, generator=generator,
-        )
-        texts += tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
-        group_problems += [p for p in chunk for _ in range(samples_per_prompt)]
-    return group_problems, texts
 
 
 def split_by_prompt(examples: list[RMExample], heldout_fraction: float, generator: torch.Generator | None = None):

@@ -18,27 +18,28 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import shutil
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from torch import Tensor
 from transformers import AutoTokenizer
 
+from grpo.models.cache import build_once
 from grpo.models.tiny import TinyArch
-from grpo.rewards.reward_model import build_reward_model, load_reward_model, score
-from grpo.rewards.rm_data import KINDS, RMExample, label_examples, sample_completions, split_by_prompt
-from grpo.rewards.rm_training import train_reward_model
+from grpo.rewards.learned.data import KINDS, RMExample, label_examples, split_by_prompt
+from grpo.rewards.learned.network import build_reward_model, load_reward_model, score
+from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
+from grpo.rollout.engine import KVCacheEngine, sample_texts
 
 log = logging.getLogger(__name__)
 
 SUPERVISION_KIND = {"outcome": "orm", "process": "prm"}
 
 
-class ModelReward:
+class LearnedReward:
+    """A reward source (grpo.rewards.base.RewardSource) backed by a trained reward model; see the module docstring."""
+
     def __init__(
         self,
         kind: str | None = None,
@@ -87,16 +88,12 @@ class ModelReward:
         self.initial_metrics: dict[str, float] = {}
 
     # ---- the initial reward model
-    def bind(self, task, policy=None, tokenizer=None) -> "ModelReward":
+    def bind(self, task, policy=None, tokenizer=None) -> "LearnedReward":
         """Load the cached initial reward model for (settings, task, policy), training it first if there is none."""
         if policy is None or tokenizer is None:
             raise ValueError("reward=model trains on samples of the starting policy: bind(task, policy=..., tokenizer=...)")
         self.task, self._policy = task, policy
-        path = self.cache_path(task, policy)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(str(path) + ".lock"):  # one process builds, the others (other ranks, parallel jobs) wait
-            if not (path / "examples.json").exists():
-                self._build(task, policy, tokenizer, path)
+        path = build_once(self.cache_path(task, policy), "examples.json", lambda tmp: self._build(task, policy, tokenizer, tmp))
         self.model, self.tokenizer = load_reward_model(str(path))
         self.model.eval()  # not a child of the LightningModule: no strategy wraps, shards or optimizes it
         saved = json.loads((path / "examples.json").read_text())
@@ -114,41 +111,36 @@ class ModelReward:
         )
         return self.cache_dir / f"reward-{self.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
-    def _build(self, task, policy, tokenizer, path: Path) -> None:
+    def _build(self, task, policy, tokenizer, out: Path) -> None:
         name_or_path = self.model_kwargs["name_or_path"]
         rm_tokenizer = tokenizer if name_or_path is None else AutoTokenizer.from_pretrained(name_or_path)
         model = build_reward_model(rm_tokenizer, init_from=policy if self.init_from_policy else None, seed=self.seed, **self.model_kwargs)
         generator = torch.Generator().manual_seed(self.seed)
         pool = task.train_problems()
         picked = [pool[i] for i in torch.randperm(len(pool), generator=generator)[: self.data["initial_prompts"]].tolist()]
-        log.info("Initial %s: %d samples of the starting policy, %d training steps; cached at %s",
-                 self.kind.upper(), len(picked) * self.data["samples_per_prompt"], self.train_kwargs["steps"], path)
+        log.info("Initial %s: %d samples of the starting policy, %d training steps; cached for later runs",
+                 self.kind.upper(), len(picked) * self.data["samples_per_prompt"], self.train_kwargs["steps"])
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         home = next(policy.parameters()).device
-        problems, texts = sample_completions(
-            policy.to(device),
-            tokenizer,
-            picked,
-            samples_per_prompt=self.data["samples_per_prompt"],
-            max_new_tokens=self.data["max_new_tokens"],
-            temperature=self.data["temperature"],
-            generator=torch.Generator(device=device).manual_seed(self.seed),
-            progress=True,
-        )
+        engine = KVCacheEngine(max_new_tokens=self.data["max_new_tokens"], temperature=self.data["temperature"])
+        engine.load_weights(policy.to(device))
+        sampling = torch.Generator(device=device).manual_seed(self.seed)
+        problems, texts = [], []
+        for start in progress_bar(range(0, len(picked), 64), desc="Sampling for the reward model"):
+            chunk = picked[start : start + 64]
+            texts += sample_texts(engine, tokenizer, chunk, num_samples=self.data["samples_per_prompt"], generator=sampling)
+            problems += [p for p in chunk for _ in range(self.data["samples_per_prompt"])]
         policy.to(home)
         examples = label_examples(task, self.kind, problems, texts)
         train, heldout = split_by_prompt(examples, self.data["heldout_fraction"], generator)
         metrics = train_reward_model(
-            model.to(device), rm_tokenizer, train, heldout, seed=self.seed, use_trainer=True, log_dir=str(path.parent), **self.train_kwargs
+            model.to(device), rm_tokenizer, train, heldout, seed=self.seed, drop_last=False, desc=f"Initial {self.kind.upper()}", **self.train_kwargs
         )
         log.info("Initial %s on held-out samples of the starting policy: %s", self.kind.upper(), _fmt(metrics))
-        tmp = path.with_name(path.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.cpu().save_pretrained(tmp)
-        rm_tokenizer.save_pretrained(tmp)
+        model.cpu().save_pretrained(out)
+        rm_tokenizer.save_pretrained(out)
         plain = {"train": [e.to_plain() for e in train], "heldout": [e.to_plain() for e in heldout], "metrics": metrics}
-        (tmp / "examples.json").write_text(json.dumps(plain))
-        os.replace(tmp, path)  # atomic: a crash mid-way never leaves a half-written cache
+        (out / "examples.json").write_text(json.dumps(plain))
 
     # ---- the reward source interface (see VerifierReward)
     def outcome(self, problems, completions: list[str]) -> Tensor:
@@ -170,6 +162,28 @@ class ModelReward:
         self.follow_policy_device()
         return score(self.model, self.tokenizer, examples, batch_size=self.score_batch_size)
 
+    # ---- Algorithm 1: continued training on samples of the current policy (rm_schedule=iterative)
+    def label(self, problems, completions: list[str]) -> list[RMExample]:
+        """Training examples of `completions`, labelled by the task's verifier (ORM: answer; PRM: each step)."""
+        return label_examples(self.task, self.kind, problems, completions)
+
+    def evaluate(self, examples: list[RMExample]) -> dict[str, float]:
+        """accuracy, auroc, positive_rate of the reward model on `examples`."""
+        self.follow_policy_device()
+        return evaluate_reward_model(self.model, self.tokenizer, examples)
+
+    def retrain(self, examples: list[RMExample], *, steps: int, batch_size: int, lr: float, seed: int, progress: bool = True) -> None:
+        """Continue training on `examples` (every rank the same: gradients all-reduced, replicas stay identical)."""
+        self.follow_policy_device()
+        train_reward_model(self.model, self.tokenizer, examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
+                           progress=progress, desc="Reward model")
+
+    def state_dict(self) -> dict:
+        return {"reward_model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["reward_model"])
+
     def follow_policy_device(self) -> None:
         """Keep the reward model on the policy's device (the strategy moves the policy, not this model)."""
         device = next(self._policy.parameters()).device
@@ -186,6 +200,12 @@ def policy_fingerprint(policy, per_tensor: int = 4096) -> str:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(sample.numpy().tobytes())
     return digest.hexdigest()[:16]
+
+
+def progress_bar(items, desc: str):
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=desc, unit="batch", leave=False)
 
 
 def _fmt(metrics: dict[str, float]) -> str:

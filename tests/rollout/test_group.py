@@ -1,5 +1,6 @@
-"""grpo.rollout.collect: one rollout on a tiny model with a fake reward source (layout, advantages,
-zero-spread groups, old/reference log-probs) and the placement of process rewards on tokens."""
+"""grpo.rollout.group.GroupRollout: one rollout on a tiny model with a fake reward source (layout, advantages,
+zero-spread groups, old/reference log-probs, bad rewards stopped at scoring) and the placement of process
+rewards on tokens (grpo.rollout.steps)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ import copy
 import pytest
 import torch
 
-from grpo.algo.advantages import outcome_advantages
-from grpo.rollout.collect import collect_rollout, step_reward_tensors, token_ends
+from grpo.algo.advantages import OutcomeAdvantages, ProcessAdvantages, outcome_advantages
+from grpo.rewards.base import RewardError
+from grpo.rollout.engine import KVCacheEngine
+from grpo.rollout.group import GroupRollout
+from grpo.rollout.steps import step_reward_tensors, token_ends
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.tasks import ArithmeticTask, Problem
 from grpo_testkit import tiny_lm
@@ -47,12 +51,15 @@ def problems(task):
     return task.train_problems()[:3]
 
 
-def collect(lm, task, problems, reward, *, reference=None, seed=0, **kwargs):
+def collect(lm, task, problems, reward, *, reference=None, seed=0, supervision="outcome", scale_rewards=True, adv_eps=1e-4,
+            max_new_tokens=10, temperature=1.0, need_old_logp=False, **kwargs):
+    """(batch, rollout/* and perf/* stats, samples) of one GroupRollout call."""
     model, tok = lm
-    kwargs.setdefault("max_new_tokens", 10)
-    return collect_rollout(
-        model, reference, tok, problems, reward, task, group_size=G, generator=torch.Generator().manual_seed(seed), **kwargs
-    )
+    estimator = (OutcomeAdvantages if supervision == "outcome" else ProcessAdvantages)(scale=scale_rewards, eps=adv_eps)
+    rollout = GroupRollout(KVCacheEngine(max_new_tokens=max_new_tokens, temperature=temperature), estimator, group_size=G,
+                           reward=reward, task=task, tokenizer=tok, **kwargs)
+    out = rollout(model, reference, problems, torch.Generator().manual_seed(seed), need_old_logp=need_old_logp)
+    return out.batch, out.stats | out.timings, out.samples
 
 
 REWARDS = [1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.5, 0.0, 0.0, 0.0, 0.0]  # groups 0 and 2 have no spread
@@ -211,3 +218,53 @@ def test_process_supervision_rollout(lm, task, problems):
         assert bool(batch.completion_mask[g * G : (g + 1) * G].any()) == (not group_flat)
     assert not batch.completion_mask[4:8].any()  # group 1: every step reward is 1.0
     assert batch.completion_mask.any() and (batch.advantages != 0).any()  # the other groups do carry a signal
+
+
+# ---- bad rewards stop at scoring ---------------------------------------------------------------------
+class BadReward(FakeReward):
+    name = "my_reward"
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1.0", None])
+@pytest.mark.parametrize("how_many", ["one", "all"])
+def test_bad_reward_stops_the_run_at_scoring_naming_it(lm, task, problems, bad, how_many):
+    values = [bad] * 12 if how_many == "all" else [1.0, 0.0] * 5 + [bad, 0.5]
+    reward = BadReward(values)
+    reward.outcome = lambda problems, completions: values  # a plain list, as a user's function may return
+    model = lm[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(RewardError, match=r"reward my_reward\.outcome returned (12|1) value\(s\) that are not finite numbers") as err:
+        collect(lm, task, problems, reward)
+    assert repr(bad) in str(err.value) and "rollout.invalid_reward=zero" in str(err.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # nothing reached the weights
+
+
+def test_bad_reward_counts_as_zero_when_configured(lm, task, problems):
+    values = [1.0, 0.0, 1.0, 0.0] + [float("nan")] * 4 + [0.0, 1.0, 1.0, 1.0]
+    reward = BadReward(values)
+    reward.outcome = lambda problems, completions: values
+    batch, stats, samples = collect(lm, task, problems, reward, invalid_reward="zero", adv_eps=0.0)
+    assert stats["invalid_rewards"] == 4.0
+    assert [r for _, _, r in samples][4:8] == [0.0] * 4  # group 1: all NaN -> all 0: no spread, left out
+    assert not batch.completion_mask[4:8].any() and torch.isfinite(batch.advantages).all()
+
+
+def test_wrong_number_of_rewards_is_an_error(lm, task, problems):
+    reward = BadReward([1.0] * 5)
+    with pytest.raises(RewardError, match="returned 5 values for 12 completions"):
+        collect(lm, task, problems, reward)
+
+
+def test_process_rewards_are_checked_too(lm, task, problems):
+    reward = BadReward(step_fn=lambda i, text: [(0, float("nan"))] if i == 3 else [(0, 1.0)])
+    with pytest.raises(RewardError, match=r"my_reward\.steps returned 1 value"):
+        collect(lm, task, problems, reward, supervision="process")
+
+
+def test_verify_must_return_a_bool(lm, problems):
+    class LooseTask(ArithmeticTask):
+        def verify(self, problem, completion):
+            return "yes"
+
+    with pytest.raises(TypeError, match=r"LooseTask\.verify must return a bool.*str 'yes'"):
+        collect(lm, LooseTask(train_size=30, heldout_size=5, seed=4), problems, FakeReward([1.0] * 12))

@@ -20,8 +20,9 @@ from torch import Tensor
 from transformers import AutoModelForTokenClassification, AutoTokenizer
 
 from grpo.models.tiny import TinyArch
-from grpo.rewards.rm_data import RMExample
-from grpo.rollout.collect import evaluating, token_ends
+from grpo.rewards.learned.data import RMExample
+from grpo.rollout.modes import evaluating
+from grpo.rollout.steps import char_to_token, token_ends
 
 
 def build_reward_model(
@@ -67,11 +68,13 @@ def load_reward_model(path: str):
     return AutoModelForTokenClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
-def _char_to_token(ends: list[int], char_index: int) -> int:
-    """Index of the first token whose decoded text ends past `char_index`; -1 (before the completion) for -1."""
+def _target_token(ends: list[int], char_index: int) -> int:
+    """The token a label at `char_index` sits on (`char_to_token`); -1 (the prompt's last token) for -1 or an
+    empty completion; the last token for an index past the text."""
     if char_index < 0 or not ends:
         return -1
-    return next((k for k, end in enumerate(ends) if end > char_index), len(ends) - 1)
+    token = char_to_token(ends, char_index)
+    return len(ends) - 1 if token is None else token
 
 
 def encode(tokenizer, examples: list[RMExample]) -> dict[str, Tensor]:
@@ -93,7 +96,7 @@ def encode(tokenizer, examples: list[RMExample]) -> dict[str, Tensor]:
         ends = token_ends(tokenizer, c) if c else []
         for char_index, label in example.targets:
             rows.append(i)
-            positions.append(max(len(p) + _char_to_token(ends, char_index), 0))
+            positions.append(max(len(p) + _target_token(ends, char_index), 0))
             labels.append(label)
     return {
         "input_ids": input_ids,

@@ -1,0 +1,46 @@
+"""CISPO (MiniMax-M1, arXiv 2506.13585): clip the importance weight, never the token's gradient.
+
+    J = sum over tokens of  sg(clip(rho_it, 1 - eps_low, 1 + eps_high)) * A_it * log pi_theta(o_it)  - beta D_it
+    rho_it = exp(logp_it - old_logp_it);  sg = stop-gradient;  loss = -J (aggregated, "token" by default)
+
+PPO/GRPO's min(rho A, clip(rho) A) gives a clipped token zero gradient; CISPO keeps every token's
+policy gradient and bounds only its weight. On-policy (rho = 1) its gradient equals GRPO's.
+eps_low = None leaves the weight unbounded below (the paper's setting); eps_high bounds it above.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from grpo.algo.aggregation import aggregation as get_aggregation
+from grpo.algo.kl import KLEstimator, kl_estimator as get_kl_estimator
+from grpo.algo.loss import kl_terms, masked_inputs, token_stats
+
+
+class CISPOLoss:
+    """Shapes as `grpo.algo.loss.grpo_loss`: logp, old_logp, ref_logp, mask [N, T]; advantages [N] or [N, T]."""
+
+    def __init__(self, epsilon_high: float = 0.2, epsilon_low: float | None = None, beta: float = 0.04,
+                 kl_estimator: str | KLEstimator = "k3", aggregation: str = "token"):
+        self.epsilon_high, self.epsilon_low, self.beta = epsilon_high, epsilon_low, beta
+        self.kl_estimator, self.aggregation = kl_estimator, aggregation
+        get_aggregation(self.aggregation)
+        get_kl_estimator(self.kl_estimator)
+
+    def __call__(self, logp, old_logp, ref_logp, advantages, mask) -> tuple[Tensor, dict[str, Tensor]]:
+        aggregate = get_aggregation(self.aggregation)
+        x = masked_inputs(logp, old_logp, ref_logp, advantages, mask, self.beta)
+        ratio = torch.exp(x.logp - x.old_logp).detach()  # [N, T]
+        low = 0.0 if self.epsilon_low is None else 1 - self.epsilon_low
+        weight = ratio.clamp(min=low, max=1 + self.epsilon_high)  # [N, T], no gradient
+        pg_objective = weight * x.advantages * x.logp  # [N, T]
+        kls = kl_terms(x)
+        kl_tok = get_kl_estimator(self.kl_estimator)(x.logp, x.ref_logp) if x.ref_logp is not None else None
+        objective_tok = pg_objective - self.beta * kl_tok if self.beta != 0 else pg_objective
+        objective = aggregate(objective_tok, x.mask)
+        with torch.no_grad():
+            stats = token_stats(x, kl_tok, kls, ratio, clip_low=ratio < low, clip_high=ratio > 1 + self.epsilon_high)
+            stats["pg_loss"] = -aggregate(pg_objective, x.mask)
+            stats["objective"] = objective.detach()
+        return -objective, {name: value.detach() for name, value in stats.items()}

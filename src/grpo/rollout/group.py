@@ -1,0 +1,144 @@
+"""One exploration stage of GRPO (Algorithm 1, the inner loop's first five lines), owned by one object:
+
+    engine        -> G completions per question, from pi_old (the current policy)
+    reward source -> rewards (one per completion, or one per reasoning step), checked
+    estimator     -> group-relative advantages
+    pi_old, pi_ref -> log-probs of the sampled tokens, once per rollout
+
+`GroupRollout` is built from the config (`rollout:` in conf/train.yaml, with the `sampling` group's
+engine and the `supervision` group's advantage estimator), given the bound reward source, and owned
+by `GRPOModule`, which calls it once per GRPO step.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from grpo.rewards.base import call_reward, checked_outcome, checked_steps
+from grpo.rollout.batch import RolloutBatch
+from grpo.rollout.engine import RolloutEngine, sample_problems
+from grpo.rollout.logprobs import completion_logprobs
+from grpo.rollout.modes import evaluating
+from grpo.rollout.steps import step_reward_tensors
+from grpo.tasks.base import verified
+
+INVALID_REWARD = ("error", "zero")
+
+
+@dataclass
+class Rollout:
+    batch: RolloutBatch  # N = questions x G rows, each question's group contiguous
+    stats: dict[str, float]  # rollout/* statistics (means over this rank's rows)
+    timings: dict[str, float]  # perf/*: seconds in generation, scoring, log-probs; rollout tokens/s
+    samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
+
+
+@torch.no_grad()
+def batched_logprobs(model, input_ids, attention_mask, T, temperature, chunk: int) -> Tensor:
+    """completion_logprobs over row chunks of at most `chunk` rows (bounds peak memory): [N, T]."""
+    parts = [
+        completion_logprobs(model, input_ids[i : i + chunk], attention_mask[i : i + chunk], T, temperature)[0]
+        for i in range(0, input_ids.shape[0], chunk)
+    ]
+    return torch.cat(parts)
+
+
+class GroupRollout:
+    """engine: a `RolloutEngine` (its temperature is the one log-probs use); advantages: an advantage
+    estimator (grpo.algo.advantages); reward: a bound reward source (grpo.rewards.base.RewardSource).
+
+    skip_zero_spread: leave rows of groups whose advantages are all 0 out of the update (their
+        completion_mask is all False), so they dilute nothing.
+    invalid_reward: "error" stops the run at a NaN/inf/non-numeric reward; "zero" counts it as 0.
+    logprob_chunk: rows per forward pass when computing old/reference log-probs.
+    """
+
+    def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
+                 skip_zero_spread: bool = True, invalid_reward: str = "error", logprob_chunk: int = 256):
+        if invalid_reward not in INVALID_REWARD:
+            raise ValueError(f"rollout.invalid_reward={invalid_reward!r}: choose one of {INVALID_REWARD}")
+        self.engine, self.advantages, self.group_size = engine, advantages, group_size
+        self.reward, self.task, self.tokenizer = reward, task, tokenizer
+        self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
+
+    @property
+    def temperature(self) -> float:
+        return self.engine.temperature
+
+    @torch.no_grad()
+    def __call__(self, policy, reference, problems, generator: torch.Generator | None = None,
+                 need_old_logp: bool = False) -> Rollout:
+        """The rollout of `problems` from `policy` (pi_old); `reference` None when the loss has no KL term."""
+        G = self.group_size
+        t0 = time.perf_counter()
+        self.engine.load_weights(policy)
+        prompt_ids, prompt_mask, out = sample_problems(self.engine, self.tokenizer, problems, num_samples=G, generator=generator)
+        t_gen = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        group_problems = [p for p in problems for _ in range(G)]
+        texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
+        correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
+        rewards, step_rewards, step_end_mask, invalid = self._score(group_problems, texts, out)
+        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
+        row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
+        group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
+        keep = group_has_signal.repeat_interleave(G) if self.skip_zero_spread else torch.ones_like(row_has_signal)
+        t_score = time.perf_counter() - t1
+
+        t2 = time.perf_counter()
+        input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), out.ids], dim=1)  # [N, P+T]
+        attention_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), out.mask.long()], dim=1)
+        T = out.ids.shape[1]
+        old_logp = ref_logp = None
+        if need_old_logp:
+            with evaluating(policy):
+                old_logp = batched_logprobs(policy, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
+        if reference is not None:
+            ref_logp = batched_logprobs(reference, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
+        t_logp = time.perf_counter() - t2
+
+        device = input_ids.device
+        batch = RolloutBatch(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            completion_mask=out.mask & keep.to(device)[:, None],
+            advantages=advantages.to(device),
+            old_logp=old_logp,
+            ref_logp=ref_logp,
+        )
+        n_tokens = int(out.mask.sum())
+        lengths = out.mask.sum(-1).float()
+        nonzero = advantages[advantages != 0]
+        stats = {
+            "reward_mean": rewards.mean().item(),
+            "reward_std": rewards.std().item() if len(rewards) > 1 else 0.0,
+            "accuracy": correct.mean().item(),
+            "adv_std": nonzero.std().item() if nonzero.numel() > 1 else 0.0,
+            "adv_abs_mean": advantages.abs().mean().item(),
+            "completion_len": lengths.mean().item(),
+            "truncated_frac": out.truncated.float().mean().item(),
+            "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
+            "groups_updated": float(int(group_has_signal.sum()) if self.skip_zero_spread else len(problems)),
+        }
+        if self.invalid_reward == "zero":
+            stats["invalid_rewards"] = float(invalid)
+        timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
+        return Rollout(batch, stats, timings, list(zip(group_problems, texts, rewards.tolist())))
+
+    def _score(self, problems, texts, out):
+        """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, invalid count."""
+        if not self.advantages.needs_step_rewards:
+            values = call_reward(self.reward, "outcome", problems, texts)
+            rewards, invalid = checked_outcome(self.reward, values, texts, self.invalid_reward)
+            return rewards, None, None, invalid
+        steps, invalid = checked_steps(self.reward, call_reward(self.reward, "steps", problems, texts), texts, self.invalid_reward)
+        step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), steps)
+        rewards = torch.stack([
+            step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
+        ])
+        return rewards, step_rewards, step_end_mask, invalid
