@@ -118,6 +118,7 @@ GSM8K_FILES = lambda tmp: {  # noqa: E731
     "list": write(tmp, "list.jsonl", "[1, 2]\n"),
 }
 GSM8K = ["task=gsm8k", "task.heldout_fraction=0.25"]
+QUICK = ["eval.every_n_steps=100", "eval.prompts=2", "eval.batch_size=2", "eval.k_prompts=1"]  # a short evaluation first
 HERE = __name__
 
 CASES = [
@@ -209,7 +210,7 @@ def test_bad_input_is_explained(case, base_overrides, tmp_path):
         assert not any(p.is_dir() for p in cache.glob("warmstart-*")), "refused only after building a model"
     else:
         common = [o for o in base_overrides if not (hf and o.startswith("model.cache_dir="))]
-        cfg = compose_config([*common, *overrides, "eval.every_n_steps=100"], output_dir=tmp_path / "run")
+        cfg = compose_config([*common, *overrides, *QUICK], output_dir=tmp_path / "run")
         with pytest.raises(case.error) as err:
             run(cfg)
         assert not (tmp_path / "run" / "export").exists()  # stopped before the end of a run

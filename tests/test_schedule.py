@@ -219,6 +219,7 @@ def has_compiler() -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.multiprocess
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])
 def test_iterative_reward_model_under_multiprocess_strategies(strategy, base_overrides, tmp_path):
     """python train.py debug=default reward=model rm_schedule=iterative strategy=<2 processes> [supervision=process]:

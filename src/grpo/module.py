@@ -24,7 +24,6 @@ from grpo.metrics import maj_at_k, pass_at_k, total_grad_norm
 from grpo.rollout.engine import sample_texts
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.strategies import adapter_for
-from grpo.strategies.weights import copy_weights
 from grpo.tasks.base import verified
 
 
@@ -110,7 +109,7 @@ class GRPOModule(L.LightningModule):
     def reset_reference(self) -> None:
         """pi_ref <- pi_theta (Algorithm 1, each iteration): the reference becomes a frozen copy of the policy. Every rank."""
         if self.reference is not None:
-            copy_weights(self.policy, self.reference)
+            adapter_for(self._trainer.strategy if self._trainer is not None else None).copy_weights(self.policy, self.reference)
 
     # ---- scaling out (grpo.strategies)
     def configure_model(self) -> None:

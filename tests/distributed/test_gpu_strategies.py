@@ -13,7 +13,7 @@ from distributed_testkit import SIGNAL, parameters, run_python, train, warm_star
 GPUS = torch.cuda.device_count() if torch.cuda.is_available() else 0
 DEVICES = min(2, GPUS)
 WORKER = Path(__file__).with_name("equivalence_worker.py")
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(GPUS == 0, reason="needs a CUDA GPU")]
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess, pytest.mark.skipif(GPUS == 0, reason="needs a CUDA GPU")]
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"])

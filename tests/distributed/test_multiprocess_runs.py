@@ -22,7 +22,7 @@ import torch
 from distributed_testkit import SIGNAL, has_compiler, parameters, run_python, train, warm_start
 from grpo_testkit import read_scalars, tiny_lm
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 WORKER = Path(__file__).with_name("equivalence_worker.py")
 EVERY_STEP = ["callbacks.model_checkpoint.every_n_epochs=1", "callbacks.model_checkpoint.save_top_k=-1"]

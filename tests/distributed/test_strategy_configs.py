@@ -18,7 +18,8 @@ from grpo.checks import check_config
 from grpo.algo.loss import GRPOLoss
 from grpo.launch import JOB_ENV, launched_rank_argv
 from grpo.module import GRPOModule
-from grpo.strategies import adapter_for, frozen_models
+from grpo.strategies import adapter_for
+from grpo.strategies.base import frozen_models
 from grpo.strategies.fsdp2 import FSDP2Strategy, decoder_layers
 from grpo.strategies.weights import export_pretrained, full_state_dict
 from grpo_testkit import CONF_DIR, compose_config, tiny_lm

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from grpo.strategies import SingleDeviceAdapter, frozen_models
+from grpo.strategies.base import SingleDeviceAdapter, frozen_models
 
 
 class DDPAdapter(SingleDeviceAdapter):

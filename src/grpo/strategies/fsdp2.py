@@ -17,7 +17,7 @@ from typing import Iterator
 from lightning.pytorch.strategies import ModelParallelStrategy
 from torch import nn
 
-from grpo.strategies import POLICY, SingleDeviceAdapter, frozen_models, reentrant
+from grpo.strategies.base import POLICY, SingleDeviceAdapter, frozen_models, reentrant
 from grpo.strategies.weights import fsdp_modules
 
 

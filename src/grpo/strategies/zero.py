@@ -15,7 +15,7 @@ from lightning.pytorch.strategies import DeepSpeedStrategy as _LightningDeepSpee
 from lightning.pytorch.strategies.deepspeed import remove_module_hooks
 from torch import nn
 
-from grpo.strategies import SingleDeviceAdapter, reentrant
+from grpo.strategies.base import SingleDeviceAdapter, reentrant
 from grpo.strategies.weights import is_zero3
 
 
