@@ -97,9 +97,6 @@ class GRPOModule(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("perf/update_time_s", time.perf_counter() - self._update_start, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        return batch  # a step's questions, or held-out (index, Problem) pairs: tokenized onto the device when sampled
-
     def configure_optimizers(self):
         optimizer = self.optimizer_factory(p for p in self.policy.parameters() if p.requires_grad)
         if self.lr_scheduler_factory is None:

@@ -103,6 +103,9 @@ class RolloutDataModule(L.LightningDataModule):
         items = [StepQuestions(questions, k, len(plan), groups) for k, groups in enumerate(plan)]
         return DataLoader(items, batch_size=None, shuffle=False, collate_fn=as_is)
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch  # a step's questions, or held-out (index, Problem) pairs: tokenized onto the device when sampled
+
     # ---- held-out evaluation
     def val_dataloader(self) -> DataLoader:
         rank, world = self._rank_world()

@@ -68,7 +68,7 @@ class DeepSpeedStrategy(_LightningDeepSpeedStrategy):
 
 class _DeepSpeedPrecision(DeepSpeedPrecision):
     """Lightning's, except that held-out evaluation batches, lists of (index, Problem) with no tensor in them
-    (see GRPOModule.transfer_batch_to_device), pass as they are: Lightning's would refuse their frozen
+    (see RolloutDataModule.transfer_batch_to_device), pass as they are: Lightning's would refuse their frozen
     dataclasses on every device, GPU included."""
 
     def convert_input(self, data):
