@@ -1,16 +1,20 @@
-"""The processes Lightning launches for a Hydra job (multi-process strategies, also under `-m`).
+"""Hydra jobs: the processes Lightning launches for one (multi-process strategies, also under `-m`), and the
+folder of one that stopped before it started.
 
 - `hydra_job_scope()`: wraps one Hydra job's run so each job of a sweep launches its own processes.
 - `launched_rank_argv(argv)`: the command line such a process runs: its job, as a single run
   (Lightning replays the whole command line, so under `-m` rank 1 would replay the sweep into a
   second folder).
+- `remove_unused_run_dir()`: a run refused for its settings leaves no folder behind.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -93,3 +97,57 @@ def launched_rank_argv(argv: list[str], environ=os.environ) -> list[str]:
 def _quoted(value: str) -> str:
     """A Hydra override value that stays one string (output folders contain '=' and ',')."""
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+HYDRA_CONFIG_FILES = {"config.yaml", "hydra.yaml", "overrides.yaml"}  # what Hydra writes to .hydra/ before the job
+
+
+def remove_unused_run_dir() -> bool:
+    """Remove this job's output folder if it holds nothing but what Hydra wrote before the job started.
+
+    That is `.hydra/` with Hydra's three config copies and an empty job log. Only those files are
+    deleted, one by one, and the folders with `rmdir`, so a folder that holds anything else (an
+    earlier run's checkpoints, logs, TensorBoard files, a non-empty log) is left as it is.
+    Returns whether the folder is gone.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return False
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    config_dir = run_dir / hc.output_subdir if hc.output_subdir is not None else None
+    loggers = [logging.getLogger(), *[lg for lg in list(logging.root.manager.loggerDict.values()) if isinstance(lg, logging.Logger)]]
+    log_handlers = {
+        h for logger in loggers for h in logger.handlers if isinstance(h, logging.FileHandler) and Path(h.baseFilename).parent == run_dir
+    }
+    logs = {Path(h.baseFilename).name for h in log_handlers}
+    try:
+        entries = {p.name for p in run_dir.iterdir()}
+        if not entries <= logs | ({config_dir.name} if config_dir else set()):
+            return False
+        if any(run_dir.joinpath(name).stat().st_size > 0 for name in entries & logs):
+            return False  # something was logged: keep it
+        if config_dir is not None and config_dir.exists():
+            if not {p.name for p in config_dir.iterdir()} <= HYDRA_CONFIG_FILES:
+                return False
+    except OSError:
+        return False
+
+    for handler in log_handlers:  # detach before deleting: a later record would re-create the file
+        for logger in loggers:
+            logger.removeHandler(handler)
+        handler.close()
+    files = [run_dir / name for name in logs] + ([config_dir / name for name in HYDRA_CONFIG_FILES] if config_dir else [])
+    for path in files:
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+    try:
+        if config_dir is not None and config_dir.exists():
+            config_dir.rmdir()
+        run_dir.rmdir()  # fails, and keeps the folder, if anything else appeared in it
+    except OSError:
+        return False
+    return True

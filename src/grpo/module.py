@@ -75,8 +75,8 @@ class GRPOModule(L.LightningModule):
         self._update_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
-        rows = group_rows(batch.groups, self.rollout.group_size).to(self.last_rollout.batch.input_ids.device)
-        minibatch = self.last_rollout.batch.rows(rows)
+        index = group_rows(batch.groups, self.rollout.group_size).to(self.last_rollout.batch.input_ids.device)
+        minibatch = self.last_rollout.batch.rows(index)  # this update's whole groups, padding trimmed
         mask = minibatch["completion_mask"]
         logp, entropy = completion_logprobs(
             self.policy, minibatch["input_ids"], minibatch["attention_mask"], mask.shape[1], self.rollout.temperature, with_entropy=True
@@ -124,7 +124,6 @@ class GRPOModule(L.LightningModule):
         # one gather for the whole evaluation: ranks may get different numbers of batches and k-sample calls
         self._gathered = contextlib.ExitStack()
         self._gathered.enter_context(self.unsharded_policy())
-        self.rollout.engine.load_weights(self.policy)
 
     def generate(self, problems, temperature: float | None = None, num_samples: int = 1, **kwargs) -> list[str]:
         """Completions of `problems` from the current policy (temperature None: the rollouts'; 0: greedy)."""

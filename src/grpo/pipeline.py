@@ -90,22 +90,28 @@ def run(cfg: DictConfig) -> float:
     export_dir = Path(cfg.output_dir) / "export"
     export_pretrained(module.policy, module.tokenizer, export_dir, trainer.is_global_zero)  # every rank: gathers shards
     if trainer.is_global_zero:
-        hparams = _flat_hparams(cfg)
-        for logger in trainer.loggers:
-            # fit/validate have already finalized (closed) the logger: what is logged now goes to a new event
-            # file, which only another finalize flushes and closes (otherwise it is lost at exit, or in a sweep)
-            if isinstance(logger, TensorBoardLogger):
-                logger.log_hyperparams(hparams, metrics)  # the HPARAMS tab: settings + metrics (also as scalars)
-            else:
-                logger.log_hyperparams(hparams)
-                logger.log_metrics(metrics)
-            logger.finalize("success")
-            if isinstance(logger, TensorBoardLogger):  # its save() never replaces the hparams.yaml ({}) the first finalize wrote
-                save_hparams_to_yaml(str(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE), logger.hparams)
+        write_final(trainer, _flat_hparams(cfg), metrics)
         lines = [f"{name:>24}: {value:.4f}" for name, value in sorted(metrics.items())]
         print("\nHeld-out results (greedy accuracy; pass@k / maj@k over k samples):\n" + "\n".join(lines))
         print(f"Policy exported to {export_dir} (transformers save_pretrained)")
     return float(after["val/accuracy"])
+
+
+def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
+    """The settings and the before/after figures, to every logger, flushed to disk.
+
+    fit/validate have already finalized (closed) the loggers: what is logged now goes to a new event
+    file, which only another finalize flushes and closes (otherwise it is lost at exit, or in a sweep).
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            logger.log_hyperparams(hparams, metrics)  # the HPARAMS tab: settings + metrics (also as scalars)
+        else:
+            logger.log_hyperparams(hparams)
+            logger.log_metrics(metrics)
+        logger.finalize("success")
+        if isinstance(logger, TensorBoardLogger):  # its save() never replaces the hparams.yaml ({}) the first finalize wrote
+            save_hparams_to_yaml(str(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE), logger.hparams)
 
 
 CHOICES = ("model", "task", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")
