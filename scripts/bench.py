@@ -68,15 +68,16 @@ def make_config(args, output_dir: str):
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     cfg.logger = None  # no logger (an override cannot set a config group to null)
-    if args.model == "qwen2-0.5b" and not (QWEN2_PATH / "config.json").exists():  # built once, by (a) before the workers start
+    if args.model == "qwen2-0.5b":  # built once (by (a), before the workers start), cached like the tiny warm start
         from transformers import Qwen2Config
+        from grpo.models import cache, sources, tiny, tokenizer
 
-        from grpo.models import sources, tiny, tokenizer
-        tok, tmp = tokenizer.build_char_tokenizer(instantiate(cfg.task).alphabet or sources.PRINTABLE), QWEN2_PATH.with_suffix(".tmp")
-        ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
-        tiny.build_tiny_model(Qwen2Config(**QWEN2_05B, **ids)).save_pretrained(tmp)  # random weights, seeded
-        tok.save_pretrained(tmp)
-        os.replace(tmp, QWEN2_PATH)
+        def build(out: Path) -> None:
+            tok = tokenizer.build_char_tokenizer(instantiate(cfg.task).alphabet or sources.PRINTABLE)
+            ids = dict(pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id)
+            tiny.build_tiny_model(Qwen2Config(**QWEN2_05B, **ids)).save_pretrained(out)  # random weights, seeded
+            tok.save_pretrained(out)
+        cache.build_once(QWEN2_PATH, "config.json", build)
     return cfg
 
 
