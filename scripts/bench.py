@@ -247,7 +247,7 @@ def rollout_throughput(args) -> dict:
 
     def generate(name: str, problems, r: int) -> int:  # completion tokens, up to and including EOS
         if name == "ours":
-            return int(sample_problems(engine, tok, problems, num_samples=G, generator=torch.Generator().manual_seed(r))[2].mask.sum())
+            return int(sample_problems(engine, tok, problems, device=device, num_samples=G, generator=torch.Generator().manual_seed(r))[2].mask.sum())
         ids, mask = encode_prompts(tok, problems, device)
         torch.manual_seed(r)
         out = policy.generate(input_ids=ids.repeat_interleave(G, 0), attention_mask=mask.repeat_interleave(G, 0), do_sample=True, temperature=1.0,

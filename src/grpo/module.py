@@ -129,7 +129,9 @@ class GRPOModule(L.LightningModule):
         """Completions of `problems` from the current policy (temperature None: the rollouts'; 0: greedy)."""
         with self.unsharded_policy():
             self.rollout.engine.load_weights(self.policy)
-            return sample_texts(self.rollout.engine, self.tokenizer, problems, num_samples=num_samples, temperature=temperature, **kwargs)
+            device = next(self.policy.parameters()).device
+            return sample_texts(self.rollout.engine, self.tokenizer, problems, device=device, num_samples=num_samples,
+                                temperature=temperature, **kwargs)
 
     def validation_step(self, batch, batch_idx):
         indices, problems = zip(*batch)

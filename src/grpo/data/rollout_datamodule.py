@@ -91,10 +91,6 @@ class RolloutDataModule(L.LightningDataModule):
             self._perm_cache = (pass_idx, torch.randperm(len(self.train_pool), generator=g))
         return self._perm_cache[1]
 
-    @property
-    def updates_per_step(self) -> int:
-        return self.mu * (self.prompts_per_step // self.minibatch_prompts)
-
     # ---- the step's policy updates
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch

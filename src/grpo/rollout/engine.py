@@ -37,12 +37,7 @@ class KVCacheEngine:
     """The built-in engine: batched KV-cached decoding (`grpo.rollout.sampler.sample`) with the policy itself."""
 
     def __init__(self, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0):
-        if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-            raise ValueError(f"sampling.max_new_tokens={max_new_tokens!r}: completions need at least 1 token; use e.g. 48")
-        if not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ValueError(f"sampling.temperature={temperature!r}: rollouts must sample; use a value > 0 (e.g. 1.0)")
-        if not isinstance(top_p, (int, float)) or not 0 < top_p <= 1:
-            raise ValueError(f"sampling.top_p={top_p!r}: must be in (0, 1]")
+        # the values are checked with every other setting, before anything is built (grpo.checks)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, float(temperature), float(top_p)
         self.model = None
 
@@ -68,17 +63,16 @@ def encode_prompts(tokenizer, problems, device) -> tuple[Tensor, Tensor]:
     return enc.input_ids.to(device), enc.attention_mask.to(device)
 
 
-def sample_problems(engine: RolloutEngine, tokenizer, problems, *, num_samples: int = 1, **kwargs):
-    """(prompt_ids, prompt_mask [B, P], Completions [B * num_samples, T]) for `problems`; kwargs: generator,
-    row_seeds, temperature (see `RolloutEngine.generate`)."""
-    device = next(engine.model.parameters()).device if getattr(engine, "model", None) is not None else torch.device("cpu")
+def sample_problems(engine: RolloutEngine, tokenizer, problems, *, device, num_samples: int = 1, **kwargs):
+    """(prompt_ids, prompt_mask [B, P] on `device`, Completions [B * num_samples, T]) for `problems`; kwargs:
+    generator, row_seeds, temperature (see `RolloutEngine.generate`)."""
     prompt_ids, prompt_mask = encode_prompts(tokenizer, problems, device)
     out = engine.generate(prompt_ids, prompt_mask, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                           num_samples=num_samples, **kwargs)
     return prompt_ids, prompt_mask, out
 
 
-def sample_texts(engine: RolloutEngine, tokenizer, problems, *, num_samples: int = 1, **kwargs) -> list[str]:
+def sample_texts(engine: RolloutEngine, tokenizer, problems, *, device, num_samples: int = 1, **kwargs) -> list[str]:
     """Decoded completions of `sample_problems` (special tokens stripped), each problem's samples contiguous."""
-    _, _, out = sample_problems(engine, tokenizer, problems, num_samples=num_samples, **kwargs)
+    _, _, out = sample_problems(engine, tokenizer, problems, device=device, num_samples=num_samples, **kwargs)
     return tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)

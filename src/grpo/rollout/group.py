@@ -76,7 +76,9 @@ class GroupRollout:
         G = self.group_size
         t0 = time.perf_counter()
         self.engine.load_weights(policy)
-        prompt_ids, prompt_mask, out = sample_problems(self.engine, self.tokenizer, problems, num_samples=G, generator=generator)
+        prompt_ids, prompt_mask, out = sample_problems(
+            self.engine, self.tokenizer, problems, device=next(policy.parameters()).device, num_samples=G, generator=generator
+        )
         t_gen = time.perf_counter() - t0
 
         t1 = time.perf_counter()

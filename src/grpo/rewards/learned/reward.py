@@ -128,7 +128,7 @@ class LearnedReward:
         problems, texts = [], []
         for start in progress_bar(range(0, len(picked), 64), desc="Sampling for the reward model"):
             chunk = picked[start : start + 64]
-            texts += sample_texts(engine, tokenizer, chunk, num_samples=self.data["samples_per_prompt"], generator=sampling)
+            texts += sample_texts(engine, tokenizer, chunk, device=device, num_samples=self.data["samples_per_prompt"], generator=sampling)
             problems += [p for p in chunk for _ in range(self.data["samples_per_prompt"])]
         policy.to(home)
         examples = label_examples(task, self.kind, problems, texts)
