@@ -3,16 +3,25 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One problem: what the model sees, the canonical answer and a correct worked solution."""
+    """One problem: what the model sees, the canonical answer and a correct worked solution.
+
+    `prompt` is the text the policy is given (after the `prompt` config group has rendered it: a plain
+    template or the tokenizer's chat template). `messages` is the problem as a conversation (role /
+    content dicts), for tasks whose rows are conversations; None: one user turn holding the question.
+    `metadata` holds a dataset row's other columns: reward functions read them.
+    """
 
     prompt: str  # text the model sees, e.g. "Q:7*3+12-5="
     answer: str  # canonical final answer, e.g. "28"
     solution: str  # a correct worked solution (completion target), e.g. "7*3=21;21+12=33;33-5=28;A:28"
+    messages: tuple[Mapping[str, str], ...] | None = field(default=None, compare=False)
+    metadata: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
 
 class Task(ABC):

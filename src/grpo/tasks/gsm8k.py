@@ -13,9 +13,11 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 from .base import Problem, Task
+from .numbers import MAX_NUM_CHARS as _MAX_NUM_CHARS
+from .numbers import NUM as _NUM
+from .numbers import NUMBER_RE as _NUMBER_RE
+from .numbers import normalize_number
 
-_NUM = r"\d+(?:,\d{3})*(?:\.\d+)?"
-_NUMBER_RE = re.compile(rf"-?{_NUM}")
 _ANNOTATION_RE = re.compile(r"<<[^>]*>>")
 _OPS = "-+*/x×÷"  # "-" first: literal inside a regex character class
 _BEFORE_EXPR = "+-*/×÷)"  # an equation right after one of these is part of a longer expression
@@ -23,23 +25,6 @@ _BEFORE_EXPR = "+-*/×÷)"  # an equation right after one of these is part of a 
 _CHAIN_RE = re.compile(rf"(?<![\d.,])\$?-?{_NUM}(?:\s*[{_OPS}]\s*\$?{_NUM})*")
 _RESULT_RE = re.compile(rf"\s*=\s*\$?(-?{_NUM})")
 _TERM_RE = re.compile(rf"([{_OPS}]?)\s*\$?(-?{_NUM})")
-_MAX_NUM_CHARS = 40  # longer numbers are not evaluated (guards Decimal/float on garbage)
-
-
-def normalize_number(text: str) -> str:
-    """Canonical form of a number: strip, drop commas and a leading "$", drop trailing
-    decimal zeros ("1,000" -> "1000", "5.50" -> "5.5", "3.0" -> "3"). Non-numbers are
-    returned stripped, with commas removed."""
-    s = text.strip().replace(",", "").lstrip("$")
-    if not re.fullmatch(r"-?\d+(?:\.\d+)?", s) or len(s) > _MAX_NUM_CHARS:
-        return s
-    if "." in s:
-        s = s.rstrip("0").rstrip(".")
-    neg = s.startswith("-")
-    s = s.lstrip("-")
-    int_part, dot, frac = s.partition(".")
-    s = (int_part.lstrip("0") or "0") + dot + frac
-    return "-" + s if neg and s != "0" else s
 
 
 def _to_decimal(text: str) -> Decimal | None:
