@@ -9,6 +9,7 @@ Returns the held-out greedy accuracy after training (the metric a sweep optimise
 invalid settings leaves no run folder behind (Hydra creates it before the settings are checked).
 """
 
+import os
 import sys
 
 import hydra
@@ -32,5 +33,6 @@ def main(cfg: DictConfig) -> float:
 if __name__ == "__main__":
     from grpo.launch import launched_rank_argv
 
+    sys.path.insert(1, os.getcwd())  # your own task / reward modules in the folder you run from (_target_=mymodule.X)
     sys.argv = launched_rank_argv(sys.argv)  # unchanged except in processes Lightning launched for a Hydra job
     main()

@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpo.pipeline import build, run
+from grpo.pipeline import build, run, warm_start_key
 from grpo_testkit import compose_config, read_scalars
 
 # Rewards that differ inside each group whatever the policy (so these smoke runs never depend on the warm
@@ -47,7 +46,7 @@ REQUIRED_SCALARS = [
 
 def warm_start_dir(cfg) -> Path:
     """Where the run's starting policy is cached (TinyPolicy's key for this task)."""
-    return instantiate(cfg.model).cache_path(OmegaConf.to_yaml(cfg.task))
+    return instantiate(cfg.model).cache_path(warm_start_key(cfg))
 
 
 def parameters(path) -> dict[str, torch.Tensor]:

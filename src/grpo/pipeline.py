@@ -15,7 +15,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
 import grpo.quiet  # noqa: F401  (third-party tips and deprecation warnings)
-from grpo.checks import check_checkpoint, check_config
+from grpo.checks import ConfigError, check_checkpoint, check_config
+from grpo.tasks.prompts import FormattedTask
 from grpo.strategies.weights import export_pretrained
 
 log = logging.getLogger(__name__)
@@ -31,15 +32,38 @@ def instantiate_clearly(node, **kwargs):
         raise
 
 
+def instantiate_task(node):
+    """The task; a class given by task._target_ that does not take the settings of the task option it replaced
+    (task=arithmetic's num_ops_min, ...) gets an error saying to start from task=custom."""
+    try:
+        return instantiate_clearly(node)
+    except InstantiationException as err:
+        cause = err.__cause__
+        if isinstance(cause, TypeError) and "unexpected keyword argument" in str(cause):
+            raise ConfigError(
+                f"task._target_={node.get('_target_')} does not take a setting it was given ({cause}). The settings of "
+                "another task option are still there: start from the empty one, e.g. python train.py task=custom "
+                f"task._target_={node.get('_target_')} +task.<argument>=<value>"
+            ) from None
+        raise
+
+
+def warm_start_key(cfg: DictConfig) -> str:
+    """What a warm start learns from (the task's settings and the prompt format): part of its cache key."""
+    return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt)
+
+
 def build(cfg: DictConfig):
     """(module, datamodule, trainer) for `cfg`; raises ConfigError on settings that cannot work.
 
     Every component is constructed (and so checks its own settings) before the policy is loaded, which
-    may mean minutes of warm start: a bad setting fails in a second.
+    may mean minutes of warm start: a bad setting fails in a second. The task is seen through the prompt
+    format (grpo.tasks.prompts.FormattedTask), bound to the policy's tokenizer.
     """
     check_config(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    task = instantiate_clearly(cfg.task)
+    task = instantiate_task(cfg.task)
+    prompt = instantiate_clearly(cfg.prompt)
     reward_source = instantiate_clearly(cfg.reward)
     loss = instantiate_clearly(cfg.loss)
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
@@ -47,8 +71,10 @@ def build(cfg: DictConfig):
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.rm_schedule.get("_target_"):  # static: nothing; iterative: Algorithm 1's outer loop, a Callback
         callbacks.append(instantiate_clearly(cfg.rm_schedule))
+    source = instantiate_clearly(cfg.model)
+    task = FormattedTask(task, prompt.bind(source.tokenizer(task)))  # the problems as the policy sees them
     datamodule = instantiate_clearly(cfg.data, task=task)
-    policy, tokenizer = instantiate_clearly(cfg.model).load(task, task_key=OmegaConf.to_yaml(cfg.task))
+    policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
     reward = reward_source.bind(task, policy=policy, tokenizer=tokenizer)
     rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer)
     module = instantiate_clearly(
@@ -114,7 +140,7 @@ def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
             save_hparams_to_yaml(str(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE), logger.hparams)
 
 
-CHOICES = ("model", "task", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")
+CHOICES = ("model", "task", "prompt", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import pytest
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 import grpo.models.sources as sources
 from grpo.models.sources import PretrainedPolicy, TinyPolicy, load_pretrained
 from grpo.tasks import ArithmeticTask
+from grpo.pipeline import warm_start_key
 from grpo_testkit import compose_config
 
 ARCH = dict(hidden_size=16, num_layers=1, num_heads=2, intermediate_size=32, max_position_embeddings=64)
@@ -83,10 +83,10 @@ def test_cache_key_changes_with_task_settings(tmp_path):
     for overrides in ([], ["task.seed=1"], ["task.num_ops_max=4"], ["task.flaw_prob=0.1"]):
         cfg = compose_config(overrides + [f"model.cache_dir={tmp_path}"], output_dir=tmp_path / "run")
         policy = instantiate(cfg.model)
-        keys[tuple(overrides)] = policy.cache_path(OmegaConf.to_yaml(cfg.task))
+        keys[tuple(overrides)] = policy.cache_path(warm_start_key(cfg))
     assert len(set(keys.values())) == len(keys)
     cfg = compose_config([f"model.cache_dir={tmp_path}"], output_dir=tmp_path / "run")
-    assert instantiate(cfg.model).cache_path(OmegaConf.to_yaml(cfg.task)) == keys[()]
+    assert instantiate(cfg.model).cache_path(warm_start_key(cfg)) == keys[()]
 
 
 def test_another_task_key_builds_another_cache(tmp_path, small_task, counted_warm_start):

@@ -4,8 +4,10 @@
   tokenizer, built offline and warm-started by supervised training on the task; the result is
   cached under `cache_dir` (keyed by everything that shapes it) and reused by later runs.
 - `PretrainedPolicy` (conf/model/hf.yaml): any transformers causal LM and its tokenizer, by hub id
-  or local directory (e.g. a previous run's `export/`).
-Both return `(model, tokenizer)` from `load(task)`.
+  or local directory (e.g. a previous run's `export/`), optionally warm-started on the task's worked
+  solutions first (`warmstart_steps` > 0; cached like the tiny model's).
+Both return the tokenizer alone from `tokenizer(task)` (the prompt format binds to it before any
+model is loaded) and `(model, tokenizer)` from `load(task)`.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class TinyPolicy:
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
 
+    def tokenizer(self, task):
+        """The char tokenizer over the task's alphabet (what `load` returns with the model)."""
+        return build_char_tokenizer(task.alphabet or PRINTABLE)
+
     def cache_path(self, task_key: str) -> Path:
         key = json.dumps([self.arch.as_dict(), self.warmstart, task_key], sort_keys=True)
         return self.cache_dir / f"warmstart-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
@@ -54,7 +60,7 @@ class TinyPolicy:
         return load_pretrained(str(path))
 
     def _build(self, task, out: Path) -> None:
-        tokenizer = build_char_tokenizer(task.alphabet or PRINTABLE)
+        tokenizer = self.tokenizer(task)
         model = build_tiny_model(self.arch.config(tokenizer), seed=self.warmstart["seed"])
         if self.warmstart["steps"] > 0:
             log.info("Warm start: %d supervised steps, cached for later runs", self.warmstart["steps"])
@@ -64,27 +70,76 @@ class TinyPolicy:
 
 
 class PretrainedPolicy:
-    def __init__(self, name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
+    """A hub id or local directory; warmstart_steps > 0: first `warmstart_steps` supervised steps on the task's
+    worked solutions (prompts as the `prompt` group renders them), cached under `cache_dir`."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        dtype: str = "float32",
+        trust_remote_code: bool = False,
+        warmstart_steps: int = 0,
+        warmstart_batch_size: int = 16,
+        warmstart_lr: float = 1e-5,
+        seed: int = 0,
+        cache_dir: str = "outputs/cache",
+    ):
+        if not isinstance(warmstart_steps, int) or warmstart_steps < 0:
+            raise ValueError(f"model.warmstart_steps={warmstart_steps!r}: must be an integer >= 0 (0: no warm start)")
         self.name_or_path, self.dtype, self.trust_remote_code = name_or_path, dtype, trust_remote_code
+        self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
+        self.cache_dir = Path(cache_dir)
+
+    def tokenizer(self, task=None):
+        return load_tokenizer(self.name_or_path, self.trust_remote_code)
+
+    def cache_path(self, task_key: str) -> Path:
+        """Keyed by the model (a local directory: its path and its files' sizes and times), the warm start and the task."""
+        local = Path(self.name_or_path).expanduser()
+        source = [str(local.resolve()), sorted((f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in local.iterdir() if f.is_file())] \
+            if local.is_dir() else [self.name_or_path]
+        key = json.dumps([source, self.warmstart, task_key], sort_keys=True)
+        return self.cache_dir / f"warmstart-hf-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def load(self, task, task_key: str = ""):
-        return load_pretrained(self.name_or_path, self.dtype, self.trust_remote_code)
+        if self.warmstart["steps"] == 0:
+            return load_pretrained(self.name_or_path, self.dtype, self.trust_remote_code)
+        path = build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp))
+        return load_pretrained(str(path), self.dtype, self.trust_remote_code)
+
+    def _build(self, task, out: Path) -> None:
+        model, tokenizer = load_pretrained(self.name_or_path, "float32", self.trust_remote_code)  # trained in float32
+        log.info("Warm start of %s: %d supervised steps, cached for later runs", self.name_or_path, self.warmstart["steps"])
+        train_warm_start(model, tokenizer, task, log_dir=str(out.parent), **self.warmstart)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+
+
+def _unreachable(name_or_path: str, err: Exception) -> ValueError:
+    return ValueError(
+        f"Could not load a causal LM from model.name_or_path={name_or_path!r}: it is neither a local "
+        "directory holding a transformers model (config.json, weights, tokenizer) nor a hub id that can be "
+        f"reached from here. Pass a local path, e.g. model.name_or_path=outputs/<run>/export. ({err})"
+    )
+
+
+def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
+    """The tokenizer of a hub id or local directory, left-padding, with a pad token (EOS when it has none)."""
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise _unreachable(name_or_path, err) from err
+    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is always masked anyway
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
 
 
 def load_pretrained(name_or_path: str, dtype: str = "float32", trust_remote_code: bool = False):
     """(model, tokenizer) from a hub id or local directory, with a clear error when neither exists."""
+    tokenizer = load_tokenizer(name_or_path, trust_remote_code)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(name_or_path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(
-            name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-        )
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
-        raise ValueError(
-            f"Could not load a causal LM from model.name_or_path={name_or_path!r}: it is neither a local "
-            "directory holding a transformers model (config.json, weights, tokenizer) nor a hub id that can be "
-            f"reached from here. Pass a local path, e.g. model.name_or_path=outputs/<run>/export. ({err})"
-        ) from err
-    if tokenizer.pad_token is None:  # many causal LMs ship without one; padding is always masked anyway
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"
+        raise _unreachable(name_or_path, err) from err
     return model, tokenizer
