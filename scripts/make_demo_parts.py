@@ -29,6 +29,7 @@ def main(argv=None):
     parser.add_argument("--train-size", type=int, default=4000)
     parser.add_argument("--test-size", type=int, default=200)
     parser.add_argument("--num-ops", type=int, default=2, help="operations per question: 1 to this")
+    parser.add_argument("--max-operand", type=int, default=20)
     parser.add_argument("--flaw-prob", type=float, default=0.6)
     parser.add_argument("--hidden-size", type=int, default=64)
     parser.add_argument("--layers", type=int, default=2)

@@ -21,16 +21,18 @@ from torchmetrics import MeanMetric
 
 from grpo.data.minibatches import group_rows
 from grpo.metrics import maj_at_k, pass_at_k, total_grad_norm
+from grpo.models.adapters import AdapterFree, fold_adapters
 from grpo.rollout.engine import sample_texts
 from grpo.rollout.logprobs import completion_logprobs
-from grpo.strategies import adapter_for
+from grpo.strategies import FSDP2Adapter, ZeroAdapter, adapter_for
 from grpo.tasks.base import verified
 
 
 class GRPOModule(L.LightningModule):
     """policy, tokenizer, task: what is trained and on what; rollout: a GroupRollout (bound to the reward);
     loss: a policy loss (grpo.algo.loss.GRPOLoss or any object with `beta` and the same call);
-    optimizer, lr_scheduler: factories (Hydra `_partial_`) taking the parameters / the optimizer."""
+    optimizer, lr_scheduler: factories (Hydra `_partial_`) taking the parameters / the optimizer;
+    lora: the LoRA settings (grpo.models.adapters.LoRA) the policy's adapters were made with (None: full fine-tuning)."""
 
     def __init__(
         self,
@@ -42,6 +44,7 @@ class GRPOModule(L.LightningModule):
         optimizer,
         lr_scheduler=None,
         *,
+        lora=None,
         eval_k: int = 8,
         eval_k_prompts: int = 200,
         log_samples: int = 4,
@@ -49,8 +52,10 @@ class GRPOModule(L.LightningModule):
     ):
         super().__init__()
         self.policy, self.tokenizer, self.task, self.rollout, self.loss = policy, tokenizer, task, rollout, loss
-        self.reference = None
-        if loss.beta > 0:  # pi_ref: a frozen copy of the starting policy (reset each iteration by rm_schedule=iterative)
+        self.lora, self.reference = lora, None
+        if loss.beta > 0 and lora is not None:  # pi_ref: the policy with its adapters off (no copy)
+            self.reference = AdapterFree(policy)
+        elif loss.beta > 0:  # pi_ref: a frozen copy of the starting policy (reset each iteration by rm_schedule=iterative)
             self.reference = copy.deepcopy(policy).requires_grad_(False).eval()
         self.optimizer_factory, self.lr_scheduler_factory = optimizer, lr_scheduler
         self.eval_k, self.eval_k_prompts, self.log_samples, self.seed = eval_k, eval_k_prompts, log_samples, seed
@@ -104,8 +109,15 @@ class GRPOModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.lr_scheduler_factory(optimizer), "interval": "step"}}
 
     def reset_reference(self) -> None:
-        """pi_ref <- pi_theta (Algorithm 1, each iteration): the reference becomes a frozen copy of the policy. Every rank."""
-        if self.reference is not None:
+        """pi_ref <- pi_theta (Algorithm 1, each iteration): the reference becomes a frozen copy of the policy. Every rank.
+        With LoRA the adapters are folded into the base weights and restarted, so adapters-off is the current policy."""
+        if isinstance(self.reference, AdapterFree):
+            strategy = self._trainer.strategy if self._trainer is not None else None
+            if isinstance(adapter_for(strategy), (FSDP2Adapter, ZeroAdapter)):
+                raise NotImplementedError("rm_schedule=iterative with adapter=lora folds the adapters into whole weights: "
+                                          "use strategy=auto or ddp (or adapter=none with fsdp / deepspeed)")
+            fold_adapters(self.policy)
+        elif self.reference is not None:
             adapter_for(self._trainer.strategy if self._trainer is not None else None).copy_weights(self.policy, self.reference)
 
     # ---- scaling out (grpo.strategies)

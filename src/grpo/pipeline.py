@@ -75,6 +75,9 @@ def build(cfg: DictConfig):
     task = FormattedTask(task, prompt.bind(source.tokenizer(task)))  # the problems as the policy sees them
     datamodule = instantiate_clearly(cfg.data, task=task)
     policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
+    lora = instantiate_clearly(cfg.adapter) if cfg.get("adapter") and cfg.adapter.get("_target_") else None
+    if lora is not None:  # LoRA: adapters injected, the rest frozen; pi_ref = the policy with them off
+        policy = lora.apply(policy)
     reward = reward_source.bind(task, policy=policy, tokenizer=tokenizer)
     rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer)
     module = instantiate_clearly(
@@ -86,6 +89,7 @@ def build(cfg: DictConfig):
         loss=loss,
         optimizer=instantiate(cfg.optimizer),
         lr_scheduler=instantiate(cfg.lr_scheduler),
+        lora=lora,
     )
     trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
     return module, datamodule, trainer
@@ -114,7 +118,7 @@ def run(cfg: DictConfig) -> float:
     if before is not None:
         metrics.update({f"initial/{k.split('/', 1)[1]}": v for k, v in before.items()})
     export_dir = Path(cfg.output_dir) / "export"
-    export_pretrained(module.policy, module.tokenizer, export_dir, trainer.is_global_zero)  # every rank: gathers shards
+    export_pretrained(module.policy, module.tokenizer, export_dir, trainer.is_global_zero, lora=module.lora)  # every rank
     if trainer.is_global_zero:
         write_final(trainer, _flat_hparams(cfg), metrics)
         lines = [f"{name:>24}: {value:.4f}" for name, value in sorted(metrics.items())]
@@ -140,7 +144,7 @@ def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
             save_hparams_to_yaml(str(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE), logger.hparams)
 
 
-CHOICES = ("model", "task", "prompt", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")
+CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

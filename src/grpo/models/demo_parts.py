@@ -59,7 +59,7 @@ def build_model(tokenizer, hidden_size: int, layers: int, seed: int):
     return Qwen2ForCausalLM(config)
 
 
-def write_demo_parts(out, *, train_size: int = 4000, test_size: int = 200, num_ops: int = 2, flaw_prob: float = 0.6,
+def write_demo_parts(out, *, train_size: int = 4000, test_size: int = 200, num_ops: int = 2, max_operand: int = 20, flaw_prob: float = 0.6,
                      hidden_size: int = 64, layers: int = 2, vocab_size: int = 400, seed: int = 0) -> Path:
     """`out/model` (tokenizer + model, save_pretrained) and `out/data/{train,test}.parquet`; returns `out`."""
     import datasets
@@ -67,7 +67,7 @@ def write_demo_parts(out, *, train_size: int = 4000, test_size: int = 200, num_o
     from grpo.tasks.arithmetic import ArithmeticTask
 
     out = Path(out)
-    task = ArithmeticTask(num_ops_min=1, num_ops_max=num_ops, max_operand=20 if num_ops > 1 else 99, train_size=train_size,
+    task = ArithmeticTask(num_ops_min=1, num_ops_max=num_ops, max_operand=max_operand, train_size=train_size,
                           heldout_size=test_size, seed=seed, flaw_prob=flaw_prob)
     rng = random.Random(seed)
     train, test = rows(task, task.train_problems(), rng), rows(task, task.heldout_problems(), rng)

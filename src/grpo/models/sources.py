@@ -41,8 +41,10 @@ class TinyPolicy:
         warmstart_lr: float = 2e-3,
         seed: int = 0,
         cache_dir: str = "outputs/cache",
+        gradient_checkpointing: bool = False,
     ):
         self.arch = TinyArch.from_node(arch, where="model.arch")
+        self.gradient_checkpointing = gradient_checkpointing
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
 
@@ -57,7 +59,7 @@ class TinyPolicy:
     def load(self, task, task_key: str = ""):
         """(model, tokenizer); `task_key` names the task's settings, so that another task gets its own cache."""
         path = build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp))
-        return load_pretrained(str(path))
+        return with_checkpointing(load_pretrained(str(path)), self.gradient_checkpointing)
 
     def _build(self, task, out: Path) -> None:
         tokenizer = self.tokenizer(task)
@@ -83,12 +85,14 @@ class PretrainedPolicy:
         warmstart_lr: float = 1e-5,
         seed: int = 0,
         cache_dir: str = "outputs/cache",
+        gradient_checkpointing: bool = False,
     ):
         if not isinstance(warmstart_steps, int) or warmstart_steps < 0:
             raise ValueError(f"model.warmstart_steps={warmstart_steps!r}: must be an integer >= 0 (0: no warm start)")
         self.name_or_path, self.dtype, self.trust_remote_code = name_or_path, dtype, trust_remote_code
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
+        self.gradient_checkpointing = gradient_checkpointing
 
     def tokenizer(self, task=None):
         return load_tokenizer(self.name_or_path, self.trust_remote_code)
@@ -102,10 +106,10 @@ class PretrainedPolicy:
         return self.cache_dir / f"warmstart-hf-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def load(self, task, task_key: str = ""):
-        if self.warmstart["steps"] == 0:
-            return load_pretrained(self.name_or_path, self.dtype, self.trust_remote_code)
-        path = build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp))
-        return load_pretrained(str(path), self.dtype, self.trust_remote_code)
+        path = self.name_or_path
+        if self.warmstart["steps"] > 0:
+            path = str(build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp)))
+        return with_checkpointing(load_pretrained(path, self.dtype, self.trust_remote_code), self.gradient_checkpointing)
 
     def _build(self, task, out: Path) -> None:
         model, tokenizer = load_pretrained(self.name_or_path, "float32", self.trust_remote_code)  # trained in float32
@@ -113,6 +117,19 @@ class PretrainedPolicy:
         train_warm_start(model, tokenizer, task, log_dir=str(out.parent), **self.warmstart)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
+
+
+def with_checkpointing(loaded, enabled: bool):
+    """(model, tokenizer) with gradient checkpointing switched on when asked (activations recomputed in the backward)."""
+    model, tokenizer = loaded
+    if enabled:
+        if not model.supports_gradient_checkpointing:
+            raise ValueError(f"model.gradient_checkpointing=true: {type(model).__name__} does not support it; set it to false")
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    return model, tokenizer
 
 
 def _unreachable(name_or_path: str, err: Exception) -> ValueError:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from grpo.models.adapters import reference_model
 from grpo.rewards.base import call_reward, checked_outcome, checked_steps
 from grpo.rollout.batch import RolloutBatch
 from grpo.rollout.engine import RolloutEngine, sample_problems
@@ -101,7 +102,8 @@ class GroupRollout:
             with evaluating(policy):
                 old_logp = batched_logprobs(policy, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
         if reference is not None:
-            ref_logp = batched_logprobs(reference, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
+            with reference_model(reference) as ref:  # a frozen copy, or the LoRA policy with its adapters off
+                ref_logp = batched_logprobs(ref, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
         t_logp = time.perf_counter() - t2
 
         device = input_ids.device

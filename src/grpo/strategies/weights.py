@@ -7,6 +7,8 @@ rank must call them.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -78,10 +80,19 @@ def _retie(model: nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.
     return state
 
 
-def export_pretrained(model, tokenizer, path, is_global_zero: bool) -> None:
-    """One full transformers checkpoint (`save_pretrained`) at `path`, written by rank 0. Call on every rank."""
+def export_pretrained(model, tokenizer, path, is_global_zero: bool, lora=None) -> None:
+    """One full transformers checkpoint (`save_pretrained`) at `path`, written by rank 0. Call on every rank.
+
+    lora: the settings of the model's LoRA adapters: they are merged into the weights (a plain checkpoint), and
+    with `lora.save_adapter` also written alone to `path/adapter` (peft format)."""
     state = full_state_dict(model)
     if is_global_zero:
+        if lora is not None:
+            from grpo.models.adapters import merge_lora_state
+
+            if lora.save_adapter:
+                lora.save(state, Path(path) / "adapter", base=getattr(model, "name_or_path", None))
+            state = merge_lora_state(state, lora.scaling)
         model.save_pretrained(path, state_dict=state)
         tokenizer.save_pretrained(path)
     if torch.distributed.is_available() and torch.distributed.is_initialized():

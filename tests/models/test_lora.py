@@ -1,0 +1,165 @@
+"""adapter=lora: pi_ref is the base model (adapters off, no copy), only adapter weights train, the export merges
+them into a plain transformers checkpoint (and writes the adapter alone in peft's format), resume is exact;
+gradient checkpointing and bf16-mixed run the same GRPO step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from grpo.models.adapters import LoRA, adapters_disabled, fold_adapters, lora_layers, merge_lora_state, reference_model
+from grpo.pipeline import build, run, warm_start_key
+from grpo.rollout.engine import KVCacheEngine, sample_texts
+from grpo.rollout.logprobs import completion_logprobs
+from grpo.strategies.weights import export_pretrained
+from grpo_testkit import compose_config, read_scalars, tiny_lm
+
+SIGNAL = ["reward._target_=grpo_testkit.DigitShareReward", "eval.every_n_steps=100", "eval.prompts=4", "eval.batch_size=4",
+          "eval.k_prompts=2", "sampling.max_new_tokens=16"]
+LORA = ["adapter=lora", "adapter.r=4", "adapter.alpha=8"]
+
+
+def warm_start_dir(cfg):
+    from hydra.utils import instantiate
+
+    return instantiate(cfg.model).cache_path(warm_start_key(cfg))
+
+
+def logits(model, ids):
+    with torch.no_grad():
+        return model(input_ids=ids).logits
+
+
+def test_merge_of_a_hand_worked_adapter():
+    """W' = W + s B A with s = alpha / r; bias renamed; adapter entries dropped."""
+    state = {
+        "q.base_layer.weight": torch.tensor([[1.0, 0.0], [0.0, 1.0]]),
+        "q.base_layer.bias": torch.tensor([0.5, -0.5]),
+        "q.lora_A.default.weight": torch.tensor([[1.0, 2.0]]),  # [r=1, in=2]
+        "q.lora_B.default.weight": torch.tensor([[3.0], [0.0]]),  # [out=2, r=1]
+        "embed.weight": torch.ones(3, 2),
+    }
+    merged = merge_lora_state(state, scaling=2.0)
+    assert set(merged) == {"q.weight", "q.bias", "embed.weight"}
+    torch.testing.assert_close(merged["q.weight"], torch.tensor([[7.0, 12.0], [0.0, 1.0]]))  # + 2 * [[3, 6], [0, 0]]
+    torch.testing.assert_close(merged["q.bias"], torch.tensor([0.5, -0.5]))
+
+
+def test_reference_is_the_base_model_and_fold_makes_it_the_policy():
+    base, _ = tiny_lm(seed=1)
+    ids = torch.randint(4, 20, (3, 12))
+    expected = logits(base, ids)
+    policy = LoRA(r=4, alpha=8).apply(tiny_lm(seed=1)[0])
+    assert all(("lora_" in n) == p.requires_grad for n, p in policy.named_parameters())  # only adapters train
+    for layer in lora_layers(policy):  # a trained adapter: B no longer 0
+        torch.nn.init.normal_(layer.lora_B["default"].weight)
+    tuned = logits(policy, ids)
+    assert not torch.allclose(tuned, expected, atol=1e-3)
+    from grpo.models.adapters import AdapterFree
+
+    with reference_model(AdapterFree(policy)) as ref:
+        torch.testing.assert_close(logits(ref, ids), expected)  # pi_ref: the base model, exactly
+    torch.testing.assert_close(logits(policy, ids), tuned)  # adapters back on after the context
+    fold_adapters(policy)  # pi_ref <- pi_theta (rm_schedule=iterative)
+    torch.testing.assert_close(logits(policy, ids), tuned, rtol=1e-4, atol=1e-5)
+    with adapters_disabled(policy):
+        torch.testing.assert_close(logits(policy, ids), tuned, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def lora_fit(base_overrides, tmp_path_factory):
+    """A 2-step LoRA run (build + fit), the policy's weights before and after."""
+    out = tmp_path_factory.mktemp("lora")
+    cfg = compose_config(base_overrides + SIGNAL + LORA, output_dir=out)
+    module, datamodule, trainer = build(cfg)
+    before = {k: v.clone() for k, v in module.policy.state_dict().items()}
+    trainer.fit(module, datamodule=datamodule)
+    return cfg, module, before, out
+
+
+def test_only_adapter_weights_change_and_reference_log_probs_are_the_base_model_s(lora_fit):
+    cfg, module, before, _ = lora_fit
+    after = module.policy.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed and all(".lora_" in k for k in changed), changed
+    assert any(".lora_B." in k for k in changed)
+    assert module.reference is not None and not isinstance(module.reference, torch.nn.Module)  # no second copy
+    base = AutoModelForCausalLM.from_pretrained(str(warm_start_dir(cfg)))
+    batch = module.last_rollout.batch
+    T = batch.completion_mask.shape[1]
+    expected, _ = completion_logprobs(base, batch.input_ids, batch.attention_mask, T)
+    mask = batch.completion_mask | batch.attention_mask[:, -T:].bool()
+    torch.testing.assert_close(batch.ref_logp[mask], expected[mask], rtol=1e-5, atol=1e-5)  # the rollout's pi_ref
+
+
+def test_merged_export_loads_in_transformers_with_the_trained_greedy_outputs(lora_fit, tmp_path):
+    cfg, module, _, _ = lora_fit
+    module.lora.save_adapter = True
+    export_pretrained(module.policy, module.tokenizer, tmp_path, True, lora=module.lora)
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path))
+    assert not any("lora" in k for k in merged.state_dict())
+    ids = module.last_rollout.batch.input_ids[:4]
+    module.policy.eval()
+    torch.testing.assert_close(logits(merged, ids), logits(module.policy, ids), rtol=1e-4, atol=1e-4)
+    problems = module.task.heldout_problems()[:6]
+    greedy = lambda model: sample_texts(_engine(model), module.tokenizer, problems, device="cpu", temperature=0.0)  # noqa: E731
+    assert greedy(merged) == greedy(module.policy)
+    adapter_only = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(str(warm_start_dir(cfg))), str(tmp_path / "adapter"))
+    torch.testing.assert_close(logits(adapter_only, ids), logits(module.policy, ids), rtol=1e-4, atol=1e-4)
+
+
+def _engine(model):
+    engine = KVCacheEngine(max_new_tokens=16)
+    engine.load_weights(model)
+    return engine
+
+
+RESUME = SIGNAL + LORA + ["grpo.minibatch_prompts=2", "grpo.mu=2", "callbacks.model_checkpoint.every_n_epochs=1",
+                          "callbacks.model_checkpoint.save_top_k=-1"]
+
+
+@pytest.mark.slow
+def test_resume_with_lora_is_exact(base_overrides, tmp_path):
+    full, part, resumed = tmp_path / "full", tmp_path / "part", tmp_path / "resumed"
+    run(compose_config(base_overrides + RESUME + ["grpo.steps=3"], output_dir=full))
+    run(compose_config(base_overrides + RESUME + ["grpo.steps=2"], output_dir=part))
+    run(compose_config(base_overrides + RESUME + ["grpo.steps=3", f"ckpt_path={part / 'checkpoints' / 'last.ckpt'}"], output_dir=resumed))
+    a, b = read_scalars(full / "tb"), read_scalars(resumed / "tb")
+    assert max(b["train/loss"]) == pytest.approx(max(a["train/loss"]), rel=1e-5, abs=1e-7)
+    pa, pb, pp = (AutoModelForCausalLM.from_pretrained(str(d / "export")).state_dict() for d in (full, resumed, part))
+    for name in pa:
+        torch.testing.assert_close(pb[name], pa[name], rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(pp[name], pa[name]) for name in pa)  # the third step moved the weights
+
+
+@pytest.mark.parametrize("extra", [["model.gradient_checkpointing=true"], ["model.gradient_checkpointing=true"] + LORA])
+def test_gradient_checkpointing_gives_the_same_update(base_overrides, tmp_path, extra):
+    """Activations recomputed in the backward pass: the same gradients, so the same weights after a step."""
+    def weights(overrides, out):
+        cfg = compose_config(base_overrides + SIGNAL + ["grpo.steps=1"] + overrides, output_dir=out)
+        module, datamodule, trainer = build(cfg)
+        trainer.fit(module, datamodule=datamodule)
+        return module.policy.state_dict(), getattr(module.policy, "is_activation_checkpointing", None) or module.policy.is_gradient_checkpointing
+
+    plain, off = weights([o for o in extra if "checkpointing" not in o], tmp_path / "a")
+    checkpointed, on = weights(extra, tmp_path / "b")
+    assert on and not off
+    for name in plain:
+        torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_mixed_runs_a_step_with_finite_loss(base_overrides, tmp_path):
+    cfg = compose_config(base_overrides + SIGNAL + ["grpo.steps=1", "trainer.precision=bf16-mixed"], output_dir=tmp_path)
+    run(cfg)
+    scalars = read_scalars(tmp_path / "tb")
+    assert all(torch.isfinite(torch.tensor(v)) for _, v in scalars["train/loss"] + scalars["train/grad_norm"])
+    assert scalars["train/grad_norm"][0][1] > 0
+
+
+def test_bad_lora_settings_are_named():
+    with pytest.raises(ValueError, match="adapter.r=0"):
+        LoRA(r=0)
+    with pytest.raises(ValueError, match="adapter.target_modules=.*matches no layer"):
+        LoRA(target_modules=["no_such_proj"]).apply(tiny_lm()[0])
