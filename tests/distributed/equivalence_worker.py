@@ -2,7 +2,8 @@
 
     python tests/distributed/equivalence_worker.py STRATEGY DEVICES OUT.pt [ACCELERATOR]
 
-STRATEGY: auto ddp fsdp deepspeed_zero2 deepspeed_zero3 (also fsdp_hybrid, fsdp_replicated_ref);
+STRATEGY: auto ddp fsdp deepspeed_zero2 deepspeed_zero3 (also fsdp_hybrid, fsdp_replicated_ref), each
+optionally with "+lora" (LoRA adapters on the policy: only they train, pi_ref = adapters off);
 ACCELERATOR: cpu (default) or gpu.
 
 The batch: GROUPS groups of G rows (random prompts and completions, old and reference log-probs near
@@ -35,6 +36,7 @@ from grpo_testkit import tiny_lm  # noqa: E402
 
 from grpo.algo.loss import GRPOLoss  # noqa: E402
 from grpo.data.rollout_datamodule import RolloutDataModule, StepQuestions, as_is  # noqa: E402
+from grpo.models.adapters import LoRA, lora_layers  # noqa: E402
 from grpo.module import GRPOModule  # noqa: E402
 from grpo.rollout.batch import RolloutBatch  # noqa: E402
 from grpo.rollout.group import Rollout  # noqa: E402
@@ -112,14 +114,29 @@ class OneUpdate(L.LightningDataModule):
         return DataLoader([item], batch_size=None, collate_fn=as_is)
 
 
+def with_lora(policy):
+    """LoRA adapters (rank 4) with B drawn non-zero (seeded), so that A and B both get gradients."""
+    lora = LoRA(r=4, alpha=8)
+    policy = lora.apply(policy)
+    g = torch.Generator().manual_seed(7)
+    for layer in lora_layers(policy):
+        weight = layer.lora_B["default"].weight
+        weight.data = 0.1 * torch.randn(weight.shape, generator=g)
+    return policy, lora
+
+
 def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -> None:
+    strategy_name, _, variant = strategy_name.partition("+")
     policy, tokenizer = tiny_lm(seed=5)
+    lora = None
+    if variant == "lora":
+        policy, lora = with_lora(policy)
     policy.train()
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     rollout = fixed_rollout(policy, len(tokenizer))
     module = GRPOModule(
         policy, tokenizer, task=None, rollout=FixedRollout(rollout), loss=GRPOLoss(beta=0.04, epsilon=0.2, aggregation="sequence"),
-        optimizer=functools.partial(torch.optim.SGD, lr=LR), lr_scheduler=None, log_samples=0,
+        optimizer=functools.partial(torch.optim.SGD, lr=LR), lr_scheduler=None, log_samples=0, lora=lora,
     )
     trainer = L.Trainer(
         accelerator=accelerator, devices=devices, strategy=strategy_for(strategy_name), max_epochs=1,
@@ -131,9 +148,13 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     result = {"metrics": metrics, "world": trainer.world_size}
 
     result["policy"] = full_state_dict(module.policy)  # collective: every rank
-    reference = full_state_dict(module.reference)
-    if trainer.is_global_zero:
-        result["reference_frozen"] = all(torch.equal(reference[k], start[k]) for k in start)
+    if lora is not None:  # pi_ref = the policy's frozen base weights: unchanged by the update
+        if trainer.is_global_zero:
+            result["reference_frozen"] = all(torch.equal(result["policy"][k], v) for k, v in start.items() if ".lora_" not in k)
+    else:
+        reference = full_state_dict(module.reference)
+        if trainer.is_global_zero:
+            result["reference_frozen"] = all(torch.equal(reference[k], start[k]) for k in start)
 
     # greedy samples: parameters gathered once for all tokens, or (sharded) re-gathered per forward
     device = next(module.policy.parameters()).device
@@ -148,10 +169,11 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     result["greedy"], result["greedy_gathered"] = plain.cpu(), gathered.cpu()
     result["sharded_after"] = _sharded(module.policy)
 
-    copy_weights(module.policy, module.reference)  # pi_ref <- pi_theta, as rm_schedule=iterative does
-    reference = full_state_dict(module.reference)
-    if trainer.is_global_zero:
-        result["copied"] = all(torch.allclose(reference[k], result["policy"][k]) for k in result["policy"])
+    if lora is None:
+        copy_weights(module.policy, module.reference)  # pi_ref <- pi_theta, as rm_schedule=iterative does
+        reference = full_state_dict(module.reference)
+        if trainer.is_global_zero:
+            result["copied"] = all(torch.allclose(reference[k], result["policy"][k]) for k in result["policy"])
 
     # which training questions each rank draws (the real RolloutDataModule, under this strategy's ranks)
     datamodule = RolloutDataModule(ArithmeticTask(train_size=400, heldout_size=8), prompts_per_step=4)

@@ -146,5 +146,32 @@ def test_two_processes_update_like_one(one_process, strategy, tmp_path):
     assert len(rank0) == len(rank1) == 12 and not set(rank0) & set(rank1)  # no question on both ranks
 
 
+@pytest.fixture(scope="module")
+def one_process_lora(tmp_path_factory):
+    return worker("auto+lora", 1, tmp_path_factory.mktemp("equivalence") / "auto_lora.pt")
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_update_lora_like_one(one_process_lora, strategy, tmp_path):
+    """adapter=lora under ddp and fsdp: the adapters' update equals one process's; the base weights (pi_ref) stay."""
+    one, two = one_process_lora, worker(f"{strategy}+lora", 2, tmp_path / f"{strategy}_lora.pt")
+    assert (one["world"], two["world"]) == (1, 2)
+    adapters = [k for k in one["policy"] if ".lora_" in k]
+    assert adapters and one["reference_frozen"] and two["reference_frozen"]
+    start = two_start_lora()
+    assert max((one["policy"][k] - start[k]).abs().max().item() for k in adapters) > 1e-3  # the adapters moved
+    for name, value in one["policy"].items():
+        torch.testing.assert_close(two["policy"][name], value, rtol=1e-5, atol=1e-6)
+    assert two["metrics"]["train/loss"] == pytest.approx(one["metrics"]["train/loss"], rel=1e-5)
+    assert two["metrics"]["train/grad_norm"] == pytest.approx(one["metrics"]["train/grad_norm"], rel=1e-5)
+    assert torch.equal(two["greedy"], one["greedy"])
+
+
+def two_start_lora() -> dict[str, torch.Tensor]:
+    from equivalence_worker import with_lora
+
+    return dict(with_lora(tiny_lm(seed=5)[0])[0].state_dict())  # the worker's starting LoRA policy
+
+
 def full_start() -> dict[str, torch.Tensor]:
     return dict(tiny_lm(seed=5)[0].state_dict())  # the worker's starting policy
