@@ -94,7 +94,7 @@ def checked_outcome(name: str, values, completions: list[str], invalid: str = "e
         got = f"{len(items)} values" if hasattr(items, "__len__") and not isinstance(items, str) else repr(items)
         raise RewardError(
             f"reward {name}.outcome returned {got} for {len(completions)} completions; "
-            "it must return one float (or None to abstain) per completion"
+            "it must return one float per completion (None where it abstains)"
         )
     numbers = [None if v is None else _as_float(v) for v in items]
     bad = [(i, v) for i, (v, n) in enumerate(zip(items, numbers)) if v is not None and n is None]

@@ -22,6 +22,7 @@ plugs in from the command line, `+reward.components.mine.fn=mymodule.my_reward`.
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -57,16 +58,30 @@ class Scores:
 def resolve(fn, where: str):
     """`fn`, or the object a dotted-path string names (`mymodule.my_reward`)."""
     if isinstance(fn, str):
-        from hydra.utils import get_object
-
-        try:
-            fn = get_object(fn)
-        except Exception as err:
-            raise ValueError(f"{where}={fn!r} cannot be imported ({err}); is its module on PYTHONPATH?") from None
+        fn = _import(fn, where)
     if not (callable(fn) or callable(getattr(fn, "outcome", None))):
         raise ValueError(f"{where} must be a reward function fn(problems, completions) -> list[float | None] "
                          f"(a dotted path, or a _target_ node), got {fn!r}")
     return fn
+
+
+def _import(path: str, where: str):
+    """The object at a dotted path: the longest importable module prefix, then attributes."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError as err:
+            if cut == 1 or getattr(err, "name", None) != ".".join(parts[:cut]):  # missing, or broken inside: say why
+                raise ValueError(f"{where}={path!r} cannot be imported ({err}); is its module on PYTHONPATH?") from None
+            continue
+        try:
+            for name in parts[cut:]:
+                obj = getattr(obj, name)
+        except AttributeError:
+            raise ValueError(f"{where}={path!r}: module {'.'.join(parts[:cut])!r} has no {'.'.join(parts[cut:])!r}") from None
+        return obj
+    raise ValueError(f"{where}={path!r} is not a dotted path module.name (e.g. mymodule.my_reward)")
 
 
 class WeightedRewards:
