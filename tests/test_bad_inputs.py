@@ -76,6 +76,22 @@ class RaisingReward(VerifierReward):
         raise RuntimeError("my reward server is down")
 
 
+def nan_component(problems, completions):  # reward components: fn(problems, completions) -> list[float | None]
+    return [math.nan] + [1.0] * (len(completions) - 1)
+
+
+def raising_component(problems, completions):
+    raise RuntimeError("my judge is down")
+
+
+def short_component(problems, completions):
+    return [1.0]
+
+
+def abstaining_component(problems, completions):
+    return [None] * len(completions)
+
+
 class StringVerifyTask(ArithmeticTask):
     def verify(self, problem, completion):
         return "correct"
@@ -156,6 +172,12 @@ CASES = [
     Case("arith too small", "config", ["task.max_operand=2", "task.num_ops_max=2"], ValueError, ["problem space is too small", "lower the sizes or raise max_operand"]),
     Case("arch unknown field", "config", ["+model.arch.depth=3"], (ValueError, TypeError), [r"model\.arch", "depth", "hidden_size"]),
     Case("orm for process", "config", ["reward=model", "supervision=process", "reward.kind=orm"], ValueError, ["reward.kind=orm scores whole outputs", "reward.kind=prm"]),
+    Case("component not importable", "config", ["reward=weighted", "+reward.components.mine.fn=no_such_module.my_reward"], ValueError,
+         [r"reward\.components\.mine\.fn='no_such_module\.my_reward' cannot be imported", "PYTHONPATH"]),
+    Case("component weight text", "config", ["reward=math", "reward.components.format.weight=high"], ValueError,
+         [r"reward\.components\.format\.weight='high' must be a finite number"]),
+    Case("components on a single reward", "config", ["+reward.components.mine.fn=my_rewards.mine"], ConfigError,
+         [r"reward\.components is given, but reward grpo\.rewards\.verifier\.VerifierReward is a single reward", "reward=weighted"]),
     Case("steps_per_iteration=0", "config", ["rm_schedule=iterative", "rm_schedule.steps_per_iteration=0"], ValueError,
          [r"rm_schedule\.steps_per_iteration=0", "at least 1 GRPO step"]),
     # ---- Hydra refuses the command line
@@ -185,6 +207,15 @@ CASES = [
     Case("reward returns text", "run", [f"reward._target_={HERE}.TextReward"], RewardError, [r"text_reward\.outcome returned 16 value", "'good'"]),
     Case("reward wrong count", "run", [f"reward._target_={HERE}.ShortReward"], RewardError, [r"short_reward\.outcome returned 1 values for 16 completions", "one float per completion"]),
     Case("reward raises", "run", [f"reward._target_={HERE}.RaisingReward"], RewardError, [r"reward RaisingReward\.outcome raised RuntimeError: my reward server is down"]),
+    Case("component NaN", "run", ["reward=weighted", f"+reward.components.mine.fn={HERE}.nan_component"], RewardError,
+         [r"reward mine\.outcome returned 1 value\(s\) that are not finite numbers", "nan", r"rollout\.invalid_reward=zero"]),
+    Case("component raises", "run", ["reward=math", f"+reward.components.mine.fn={HERE}.raising_component"], RewardError,
+         [r"reward mine\.outcome raised RuntimeError: my judge is down"]),
+    Case("component wrong count", "run", ["reward=weighted", f"+reward.components.mine.fn={HERE}.short_component"], RewardError,
+         [r"reward mine\.outcome returned 1 values for 16 completions", "one float per completion", "None where it abstains"]),
+    Case("components all abstain", "run", ["reward=weighted", "~reward.components.verifier", f"+reward.components.a.fn={HERE}.abstaining_component",
+                                          f"+reward.components.b.fn={HERE}.abstaining_component"], RewardError,
+         [r"every component \(a, b\) abstained \(returned None\) on 16 completion\(s\)", r"rollout\.invalid_reward=zero"]),
     Case("verify returns str", "run", [f"task._target_={HERE}.StringVerifyTask"], TypeError, [r"StringVerifyTask\.verify must return a bool", "str 'correct'"]),
     Case("verify returns None", "run", [f"task._target_={HERE}.NoneVerifyTask"], TypeError, [r"NoneVerifyTask\.verify must return a bool", "NoneType None"]),
 ]

@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from grpo.algo.aggregation import AGGREGATIONS
 from grpo.algo.loss import RATIO_LEVELS
+from grpo.rewards.combine import WeightedRewards
 from grpo.rollout.group import INVALID_REWARD
 
 
@@ -74,6 +75,11 @@ def check_config(cfg: DictConfig) -> None:
     invalid = cfg.rollout.get("invalid_reward")
     if invalid not in INVALID_REWARD:
         problems.append(f"rollout.invalid_reward={invalid!r} is not known; choose error (stop at a bad reward) or zero (count it as 0)")
+    reward = cfg.get("reward")
+    weighted = f"{WeightedRewards.__module__}.{WeightedRewards.__qualname__}"
+    if OmegaConf.is_dict(reward) and "components" in reward and reward.get("_target_") != weighted:
+        problems.append(f"reward.components is given, but reward {reward.get('_target_')} is a single reward without components; "
+                        "choose a weighted one: reward=weighted (the verifier plus yours), reward=math or reward=gsm8k")
     if problems:
         raise ConfigError("Invalid settings:\n  - " + "\n  - ".join(problems))
 

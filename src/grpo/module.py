@@ -76,7 +76,7 @@ class GRPOModule(L.LightningModule):
         self.last_rollout = rollout
         self.log_dict({f"rollout/{k}": v for k, v in rollout.stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self.log_dict({f"perf/{k}": v for k, v in rollout.timings.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
-        self._log_samples(rollout.samples)
+        self._log_samples(rollout.samples, rollout.components)
         self._update_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
@@ -185,12 +185,20 @@ class GRPOModule(L.LightningModule):
         if "reward_state" in checkpoint and hasattr(self.rollout.reward, "load_state_dict"):
             self.rollout.reward.load_state_dict(checkpoint["reward_state"])
 
-    # ---- text panel
-    def _log_samples(self, samples) -> None:
-        experiment = getattr(self.logger, "experiment", None)
-        if not self.log_samples or not samples or not self.trainer.is_global_zero or not hasattr(experiment, "add_text"):
+    # ---- sampled completions: TensorBoard's text panel, a wandb table
+    def _log_samples(self, samples, components=None) -> None:
+        """The first `log_samples` rows: prompt, completion, reward and each reward component's value (blank: abstained)."""
+        if not self.log_samples or not samples or not self.trainer.is_global_zero or self.logger is None:
             return
-        rows = ["| prompt | completion | reward |", "|---|---|---|"]
-        for problem, completion, reward in samples[: self.log_samples]:
-            rows.append(f"| `{problem.prompt}` | `{completion}` | {reward:.2f} |")
-        experiment.add_text("rollout/samples", "\n".join(rows), self.global_step)
+        names = list(components or {}) if len(components or {}) > 1 else []  # one component: its value is the reward
+        columns = ["prompt", "completion", "reward", *names]
+        data = [[problem.prompt, completion, reward, *(components[n][i] for n in names)]
+                for i, (problem, completion, reward) in enumerate(samples[: self.log_samples])]
+        if hasattr(self.logger, "log_table"):  # WandbLogger (logger=wandb)
+            self.logger.log_table("rollout/samples", columns=columns, data=data, step=self.global_step)
+        experiment = getattr(self.logger, "experiment", None)
+        if hasattr(experiment, "add_text"):  # TensorBoard
+            cell = lambda v: f"`{v}`" if isinstance(v, str) else "" if v is None else f"{v:.2f}"
+            rows = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+            rows += ["| " + " | ".join(cell(v) for v in row) + " |" for row in data]
+            experiment.add_text("rollout/samples", "\n".join(rows), self.global_step)

@@ -11,7 +11,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 import grpo.quiet  # noqa: F401  (third-party tips and deprecation warnings)
@@ -142,6 +142,8 @@ def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
         logger.finalize("success")
         if isinstance(logger, TensorBoardLogger):  # its save() never replaces the hparams.yaml ({}) the first finalize wrote
             save_hparams_to_yaml(str(Path(logger.log_dir) / logger.NAME_HPARAMS_FILE), logger.hparams)
+        if isinstance(logger, WandbLogger):  # finalize leaves its run open: close it (the next job of a sweep starts its own)
+            logger.experiment.finish()
 
 
 CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "reward", "rm_schedule", "sampling", "strategy")

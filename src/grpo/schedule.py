@@ -34,6 +34,7 @@ import math
 import torch
 from lightning.pytorch import Callback
 
+from grpo.rewards.combine import learned_component
 from grpo.rewards.learned.data import RMExample
 from grpo.rewards.learned.training import all_gather_objects
 from grpo.rewards.replay import ReplayBuffer
@@ -68,8 +69,7 @@ class IterativeSchedule(Callback):
 
     # ---- lifecycle
     def setup(self, trainer, pl_module, stage: str) -> None:
-        reward = pl_module.rollout.reward
-        self._reward = reward if hasattr(reward, "retrain") else None  # a reward that learns
+        self._reward = learned_component(pl_module.rollout.reward)  # a reward that learns (alone or a weighted component)
 
     def on_train_start(self, trainer, pl_module) -> None:
         total = (self.iterations or 0) * self.steps_per_iteration

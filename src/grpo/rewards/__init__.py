@@ -1,1 +1,2 @@
-"""Reward sources: the `reward` config group. Each maps (problems, completions) to rewards."""
+"""Rewards: the `reward` config group. A reward is one component, or a weighted sum of named components
+(combine.py), each mapping (problems, completions) to one float or None per completion (base.py)."""

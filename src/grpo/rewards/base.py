@@ -1,17 +1,27 @@
-"""The reward interface every reward source implements, and the checks its values pass.
+"""The reward component interface, and the checks every value passes before it reaches an advantage.
 
-A reward source (the `reward` config group) is bound once to the task and the starting policy, then
-scores each rollout:
+A reward component (one entry of `reward.components`, or the whole `reward` node) is a callable
 
-- `outcome(problems, completions)` -> N rewards, one per completion (outcome supervision);
-- `steps(problems, completions)` -> per completion, (index of the step's last character in the
-  completion text, reward) per reasoning step (process supervision; sources that cannot judge
-  steps raise ValueError saying so).
+    fn(problems: list[Problem], completions: list[str]) -> list[float | None]
 
-`problems[i]` is the `grpo.tasks.base.Problem` that completion i answers (each prompt repeated G
-times). The values are checked here before they reach an advantage: a wrong count, or a NaN, inf or
-non-numeric value stops the run naming the source and the value (`RewardError`), or, with
-`invalid: zero`, counts as 0 and is logged (`rollout/invalid_rewards`).
+`problems[i]` is the `grpo.tasks.base.Problem` completion i answers (each prompt repeated G times; it
+carries `.prompt`, `.answer`, `.solution`, `.messages` and `.metadata`, a dataset row's other columns).
+It returns one float per completion, or None where it abstains (has no opinion on that completion).
+Optional, where a component needs them:
+
+- `fn.steps(problems, completions)` -> per completion, a list of (index of the step's last character in
+  the completion text, reward) per reasoning step: process supervision (supervision=process);
+- `fn.bind(task, policy=None, tokenizer=None)` -> the component ready to score, called once when the run
+  is built (the learned reward model trains on the policy's samples; a length penalty counts tokens);
+- `fn.state_dict()` / `fn.load_state_dict(state)`: what a checkpoint must carry (a learned model's weights).
+
+Objects written for the earlier reward-source interface, with an `outcome(problems, completions)` method
+(e.g. `VerifierReward`, `LearnedReward`), are called through `outcome`. `grpo.rewards.combine` sums
+several named components with weights.
+
+The checks: a component that raises or returns the wrong number of values stops the run naming the
+component (`RewardError`); a NaN, inf or non-numeric value stops it too, or, with `invalid: zero`
+(rollout.invalid_reward), counts as 0 and is counted (logged as `rollout/invalid_rewards`).
 """
 
 from __future__ import annotations
@@ -19,34 +29,40 @@ from __future__ import annotations
 import math
 from typing import Protocol, Sequence
 
-import torch
 from torch import Tensor
 
 
-class RewardSource(Protocol):
-    def bind(self, task, policy=None, tokenizer=None) -> "RewardSource": ...
+class RewardComponent(Protocol):
+    def __call__(self, problems, completions: list[str]) -> Sequence[float | None]: ...
 
-    def outcome(self, problems, completions: list[str]) -> Tensor | Sequence[float]: ...
 
-    def steps(self, problems, completions: list[str]) -> list[list[tuple[int, float]]]: ...
+RewardSource = RewardComponent  # the earlier name
 
 
 class RewardError(ValueError):
-    """A reward source returned something that cannot enter an advantage."""
+    """A reward component returned something that cannot enter an advantage."""
 
 
-def reward_name(source) -> str:
-    return getattr(source, "name", None) or type(source).__qualname__
+def reward_name(component) -> str:
+    """A component's own name: its `name` attribute set on the object or on its own class (a subclass is a
+    different reward: it does not inherit its parent's name), else its class or function name."""
+    own = vars(component).get("name") if hasattr(component, "__dict__") else None
+    own = own or type(component).__dict__.get("name")
+    if isinstance(own, str) and own:
+        return own
+    return getattr(component, "__name__", None) or type(component).__qualname__
 
 
-def call_reward(source, method: str, problems, completions: list[str]):
-    """`source.<method>(problems, completions)`; an exception it raises stops the run naming the source."""
+def call_reward(component, method: str, problems, completions: list[str], name: str | None = None):
+    """`component.<method>(problems, completions)` (method "outcome": the component itself where it has no
+    `outcome`); an exception it raises stops the run naming the component."""
+    fn = getattr(component, method, component if method == "outcome" else None)
     try:
-        return getattr(source, method)(problems, completions)
+        return fn(problems, completions)
     except RewardError:
         raise
     except Exception as err:
-        raise RewardError(f"reward {reward_name(source)}.{method} raised {type(err).__name__}: {err}") from err
+        raise RewardError(f"reward {name or reward_name(component)}.{method} raised {type(err).__name__}: {err}") from err
 
 
 def _as_float(value) -> float | None:
@@ -60,32 +76,37 @@ def _as_float(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _bad(source, where: str, bad: list, completions, invalid: str) -> None:
+def check_invalid(name: str, bad: list, completions, invalid: str, note: str = "") -> None:
+    """Raise naming `name` and the (completion index, value) pairs in `bad`, unless `invalid` is "zero"."""
     if bad and invalid != "zero":
         shown = "; ".join(f"completion {i} ({completions[i][:40]!r}): {v!r}" for i, v in bad[:3])
         raise RewardError(
-            f"reward {reward_name(source)}.{where} returned {len(bad)} value(s) that are not finite numbers: {shown}. "
+            f"reward {name} returned {len(bad)} value(s) that are not finite numbers: {shown}{note}. "
             "Fix the reward function, or set rollout.invalid_reward=zero to count such values as 0 (logged as rollout/invalid_rewards)."
         )
 
 
-def checked_outcome(source, values, completions: list[str], invalid: str = "error") -> tuple[Tensor, int]:
-    """(rewards [N] float32, count of invalid values replaced by 0) for `source.outcome`'s `values`."""
+def checked_outcome(name: str, values, completions: list[str], invalid: str = "error") -> tuple[list[float | None], int]:
+    """(one float or None (abstains) per completion, count of invalid values replaced by 0) for a
+    component's outcome `values`. A wrong count always stops the run; NaN/inf/non-numeric per `invalid`."""
     items = values.tolist() if isinstance(values, Tensor) else values
-    if isinstance(items, (int, float)) or not hasattr(items, "__len__") or len(items) != len(completions):
-        got = f"{len(items)} values" if hasattr(items, "__len__") else repr(items)
-        raise RewardError(f"reward {reward_name(source)}.outcome returned {got} for {len(completions)} completions; it must return one float per completion")
-    numbers = [_as_float(v) for v in items]
-    bad = [(i, v) for i, (v, n) in enumerate(zip(items, numbers)) if n is None]
-    _bad(source, "outcome", bad, completions, invalid)
-    return torch.tensor([0.0 if n is None else n for n in numbers]), len(bad)
+    if isinstance(items, (int, float, str)) or not hasattr(items, "__len__") or len(items) != len(completions):
+        got = f"{len(items)} values" if hasattr(items, "__len__") and not isinstance(items, str) else repr(items)
+        raise RewardError(
+            f"reward {name}.outcome returned {got} for {len(completions)} completions; "
+            "it must return one float per completion (None where it abstains)"
+        )
+    numbers = [None if v is None else _as_float(v) for v in items]
+    bad = [(i, v) for i, (v, n) in enumerate(zip(items, numbers)) if v is not None and n is None]
+    check_invalid(f"{name}.outcome", bad, completions, invalid)
+    return [0.0 if v is not None and n is None else n for v, n in zip(items, numbers)], len(bad)
 
 
-def checked_steps(source, steps, completions: list[str], invalid: str = "error") -> tuple[list[list[tuple[int, float]]], int]:
-    """(per-step rewards with invalid values replaced by 0, count of them) for `source.steps`'s `steps`."""
-    if not hasattr(steps, "__len__") or len(steps) != len(completions):
-        got = f"{len(steps)} rows" if hasattr(steps, "__len__") else repr(steps)
-        raise RewardError(f"reward {reward_name(source)}.steps returned {got} for {len(completions)} completions; it must return one list of (char index, reward) per completion")
+def checked_steps(name: str, steps, completions: list[str], invalid: str = "error") -> tuple[list[list[tuple[int, float]]], int]:
+    """(per-step rewards with invalid values replaced by 0, count of them) for a component's `steps`."""
+    if isinstance(steps, str) or not hasattr(steps, "__len__") or len(steps) != len(completions):
+        got = f"{len(steps)} rows" if hasattr(steps, "__len__") and not isinstance(steps, str) else repr(steps)
+        raise RewardError(f"reward {name}.steps returned {got} for {len(completions)} completions; it must return one list of (char index, reward) per completion")
     out, bad = [], []
     for i, row in enumerate(steps):
         kept = []
@@ -95,5 +116,5 @@ def checked_steps(source, steps, completions: list[str], invalid: str = "error")
                 bad.append((i, value))
             kept.append((int(char_index), 0.0 if number is None else number))
         out.append(kept)
-    _bad(source, "steps", bad, completions, invalid)
+    check_invalid(f"{name}.steps", bad, completions, invalid)
     return out, len(bad)

@@ -9,7 +9,10 @@ from grpo.tasks.base import verified
 
 
 class VerifierReward:
-    """Outcome reward 1.0 / 0.0 from `task.verify`; step rewards from `task.step_rewards`."""
+    """Outcome reward 1.0 / 0.0 from `task.verify`; step rewards from `task.step_rewards` (reward=verifier, or a
+    component of a weighted reward: the task's checker as the outcome one, its step checker as the process one)."""
+
+    name = "verifier"  # rollout/reward/verifier
 
     def __init__(self, task=None):
         self.task = task

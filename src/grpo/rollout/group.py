@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from grpo.models.adapters import reference_model
-from grpo.rewards.base import call_reward, checked_outcome, checked_steps
+from grpo.rewards.combine import WeightedRewards
 from grpo.rollout.batch import RolloutBatch
 from grpo.rollout.engine import RolloutEngine, sample_problems
 from grpo.rollout.logprobs import completion_logprobs
@@ -36,6 +36,7 @@ class Rollout:
     stats: dict[str, float]  # rollout/* statistics (means over this rank's rows)
     timings: dict[str, float]  # perf/*: seconds in generation, scoring, log-probs; rollout tokens/s
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
+    components: dict = field(default_factory=dict)  # per reward component: [N] its value, None where it abstained
 
 
 @torch.no_grad()
@@ -50,7 +51,8 @@ def batched_logprobs(model, input_ids, attention_mask, T, temperature, chunk: in
 
 class GroupRollout:
     """engine: a `RolloutEngine` (its temperature is the one log-probs use); advantages: an advantage
-    estimator (grpo.algo.advantages); reward: a bound reward source (grpo.rewards.base.RewardSource).
+    estimator (grpo.algo.advantages); reward: a bound reward component (grpo.rewards.base), e.g. a
+    WeightedRewards (grpo.rewards.combine) of several.
 
     skip_zero_spread: leave rows of groups whose advantages are all 0 out of the update (their
         completion_mask is all False), so they dilute nothing.
@@ -86,7 +88,7 @@ class GroupRollout:
         group_problems = [p for p in problems for _ in range(G)]
         texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
         correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
-        rewards, step_rewards, step_end_mask, invalid = self._score(group_problems, texts, out)
+        rewards, step_rewards, step_end_mask, scores = self._score(group_problems, texts, out)
         advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
         row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
         group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
@@ -129,20 +131,20 @@ class GroupRollout:
             "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
             "groups_updated": float(int(group_has_signal.sum()) if self.skip_zero_spread else len(problems)),
         }
+        stats |= {f"reward/{name}": mean for name, mean in scores.means().items()}  # rollout/reward/<component>
         if self.invalid_reward == "zero":
-            stats["invalid_rewards"] = float(invalid)
+            stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
-        return Rollout(batch, stats, timings, list(zip(group_problems, texts, rewards.tolist())))
+        return Rollout(batch, stats, timings, list(zip(group_problems, texts, rewards.tolist())), scores.components)
 
     def _score(self, problems, texts, out):
-        """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, invalid count."""
-        if not self.advantages.needs_step_rewards:
-            values = call_reward(self.reward, "outcome", problems, texts)
-            rewards, invalid = checked_outcome(self.reward, values, texts, self.invalid_reward)
-            return rewards, None, None, invalid
-        steps, invalid = checked_steps(self.reward, call_reward(self.reward, "steps", problems, texts), texts, self.invalid_reward)
-        step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), steps)
+        """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
+        process = self.advantages.needs_step_rewards
+        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward)
+        if not process:
+            return torch.tensor(scores.rewards), None, None, scores
+        step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps)
         rewards = torch.stack([
             step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
         ])
-        return rewards, step_rewards, step_end_mask, invalid
+        return rewards, step_rewards, step_end_mask, scores

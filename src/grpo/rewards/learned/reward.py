@@ -40,6 +40,8 @@ SUPERVISION_KIND = {"outcome": "orm", "process": "prm"}
 class LearnedReward:
     """A reward source (grpo.rewards.base.RewardSource) backed by a trained reward model; see the module docstring."""
 
+    name = "model"  # rollout/reward/model
+
     def __init__(
         self,
         kind: str | None = None,
