@@ -70,7 +70,7 @@ def check_config(cfg: DictConfig) -> None:
     k_ok = _number(problems, "eval.k_prompts", e.k_prompts, low=0, example=200) and _number(problems, "eval.k", e.k, low=0, example=8)
     _number(problems, "eval.batch_size", e.batch_size, low=1, example=250)
     _number(problems, "eval.every_n_steps", e.every_n_steps, low=1, example=50)
-    if prompts_ok and k_ok and e.k_prompts > e.prompts:
+    if prompts_ok and k_ok and e.k > 0 and e.k_prompts > e.prompts:  # k = 0: no k-sample evaluation
         problems.append(f"eval.k_prompts={e.k_prompts} exceeds eval.prompts={e.prompts}; lower it")
     invalid = cfg.rollout.get("invalid_reward")
     if invalid not in INVALID_REWARD:

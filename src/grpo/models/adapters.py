@@ -35,15 +35,16 @@ def has_lora(model: nn.Module) -> bool:
 class LoRA:
     """r: rank; alpha: scaling numerator (scale alpha / r, or alpha / sqrt(r) with rslora); dropout on the adapter's
     input; target_modules: "all-linear" (every linear layer but the output head) or a list of module names;
-    save_adapter: also write the adapter alone (peft format) next to the merged export."""
+    save_adapter: also write the adapter alone (peft format) next to the merged export; seed: the adapters' initial
+    draw (the same on every rank and in every run with this seed, whatever else used the random state before)."""
 
     def __init__(self, r: int = 16, alpha: float = 32, dropout: float = 0.0, target_modules="all-linear",
-                 rslora: bool = False, save_adapter: bool = False):
+                 rslora: bool = False, save_adapter: bool = False, seed: int = 0):
         if not isinstance(r, int) or r < 1:
             raise ValueError(f"adapter.r={r!r}: the LoRA rank must be an integer >= 1, e.g. adapter.r=16")
         if not 0 <= dropout < 1:
             raise ValueError(f"adapter.dropout={dropout}: must be in [0, 1)")
-        self.r, self.alpha, self.dropout, self.rslora, self.save_adapter = r, alpha, dropout, rslora, save_adapter
+        self.r, self.alpha, self.dropout, self.rslora, self.save_adapter, self.seed = r, alpha, dropout, rslora, save_adapter, seed
         self.target_modules = target_modules if isinstance(target_modules, str) else list(target_modules)
 
     @property
@@ -62,7 +63,9 @@ class LoRA:
 
         config = self.config()
         try:
-            peft_model = get_peft_model(model, config)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                peft_model = get_peft_model(model, config)
         except ValueError as err:
             raise ValueError(f"adapter.target_modules={self.target_modules!r} matches no layer of this model ({err}); "
                              "use all-linear or names of its linear layers, e.g. [q_proj, v_proj]") from err
