@@ -180,3 +180,12 @@ def test_a_prm_trained_on_mc_labels_scores_wrong_steps_below_right_ones():
     assert len(right) > 20 and len(wrong) > 20
     assert sum(right) / len(right) > sum(wrong) / len(wrong) + 0.1, metrics
     assert metrics["auroc"] > 0.7, metrics
+
+
+def test_the_reward_models_cache_key_follows_the_step_labels():
+    policy = tiny_lm(seed=1)[0]
+    key = lambda labels: LearnedReward(kind="prm", step_labels=labels).cache_path(TASK, policy)  # noqa: E731
+    keys = [key(None), key(MonteCarloStepLabels(LineSteps())), key(MonteCarloStepLabels(LineSteps(), n=4)),
+            key(MonteCarloStepLabels(MarkerSteps("\n")))]
+    assert len(set(keys)) == 4
+    assert LearnedReward(kind="orm").cache_path(TASK, policy) != keys[0]
