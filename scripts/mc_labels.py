@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+import grpo.quiet  # noqa: F401  (third-party tips)
 from grpo.rewards.learned.data import RMExample, split_by_prompt
 from grpo.rewards.learned.mc_labels import PolicyCompleter, monte_carlo_labels
 from grpo.rewards.learned.network import build_reward_model
@@ -38,7 +38,7 @@ from grpo.rewards.learned.training import evaluate_reward_model, train_reward_mo
 from grpo.rollout.engine import KVCacheEngine, sample_texts
 
 REPO = Path(__file__).resolve().parents[1]
-SMALL = dict(prompts=24, samples=2, ns=[1, 4], rm_steps=40)
+SMALL = dict(prompts=64, samples=2, ns=[1, 4], rm_steps=40)
 SMALL_OVERRIDES = ["debug=default"]  # the tiny debug model and the easy task
 
 
@@ -93,7 +93,6 @@ def relabel(examples: list[RMExample], truth: dict) -> list[RMExample]:
 
 def main() -> None:
     args = parse()
-    logging.basicConfig(level=logging.WARNING)
     overrides = (SMALL_OVERRIDES if args.small else []) + ["steps=marker", f"seed={args.seed}"] + args.overrides
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
@@ -157,7 +156,7 @@ def main() -> None:
     for name, examples in [("checker labels", checker), (f"MC soft, N={n}", mc_soft), (f"MC hard, N={n}", mc_hard)]:
         model = build_reward_model(tokenizer, init_from=policy, seed=args.seed).to(device)
         train_reward_model(model, tokenizer, part(examples, False), steps=args.rm_steps, batch_size=args.rm_batch_size,
-                           lr=args.rm_lr, seed=args.seed, drop_last=False, desc=name)
+                           lr=args.rm_lr, seed=args.seed, drop_last=False, progress=False)
         metrics = {k: evaluate_reward_model(model, tokenizer, v) for k, v in truth.items()}
         results["prm"][name] = metrics
         print(f"   {name:18s}  {metrics['checker']['auroc']:14.3f}  {metrics['prefix']['auroc']:13.3f}  {metrics['checker']['accuracy']:17.3f}")

@@ -189,3 +189,20 @@ def test_the_reward_models_cache_key_follows_the_step_labels():
             key(MonteCarloStepLabels(MarkerSteps("\n")))]
     assert len(set(keys)) == 4
     assert LearnedReward(kind="orm").cache_path(TASK, policy) != keys[0]
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["step_labels.n=0"], "step_labels.n=0"),
+    (["step_labels.max_steps=0"], "step_labels.max_steps=0"),
+    (["steps=regex", "steps.pattern='a*'"], "matches the empty string"),
+    (["reward.step_labels=mc"], "step_labels=mc"),  # a value where the group's choice belongs
+])
+def test_bad_settings_stop_the_run_before_the_policy_loads(extra, words, tmp_path):
+    from grpo.pipeline import build
+    from grpo_testkit import compose_config
+
+    cfg = compose_config(["reward=model", "supervision=process", "step_labels=mc", f"model.cache_dir={tmp_path}"] + extra,
+                         output_dir=tmp_path)
+    with pytest.raises(ValueError, match=words):
+        build(cfg)
+    assert not any(tmp_path.glob("warmstart-*"))  # nothing was built

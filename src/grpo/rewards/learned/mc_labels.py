@@ -127,6 +127,11 @@ class PolicyCompleter:
         self.engine = KVCacheEngine(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
 
     def __call__(self, problems, prefixes: list[str], n: int, seed: int) -> Continuations:
+        if any(type(p).__name__ == "DTensor" or hasattr(p, "ds_id") for p in self.model.parameters()):
+            # every rank labels its own samples: a different number of forward passes per rank, which sharded
+            # parameters (each forward gathers them across the ranks) cannot do without hanging
+            raise RuntimeError("step_labels=mc samples continuations of each rank's own solutions; with the policy sharded "
+                               "(strategy=fsdp or deepspeed_zero3) use strategy=ddp or deepspeed_zero2, or rm_schedule=static")
         tok, device = self.tokenizer, next(self.model.parameters()).device
         pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
         self.engine.load_weights(self.model)
