@@ -58,15 +58,20 @@ def _parse_prompt(prompt: str) -> tuple[int, list[Op]]:
     return int(m.group(1)), [(op, int(b)) for op, b in _OP_RE.findall(m.group(2))]
 
 
-def _format(first: int, ops: list[Op], flaws: list[int] | None = None) -> tuple[str, str, str]:
+def _semicolons(steps: list[str], answer: str) -> str:
+    """``7*3=21;21+12=33;A:33``"""
+    return "".join(f"{step};" for step in steps) + f"A:{answer}"
+
+
+def _format(first: int, ops: list[Op], flaws: list[int] | None = None, render=_semicolons) -> tuple[str, str, str]:
     """(prompt, answer, solution); ``flaws[j]`` is added to step j's result and propagates."""
     value, steps = first, []
     for j, (op, b) in enumerate(ops):
         c = _apply(op, value, b) + (flaws[j] if flaws else 0)
-        steps.append(f"{value}{op}{b}={c};")
+        steps.append(f"{value}{op}{b}={c}")
         value = c
     prompt = f"Q:{first}" + "".join(f"{op}{b}" for op, b in ops) + "="
-    return prompt, str(value), "".join(steps) + f"A:{value}"
+    return prompt, str(value), render(steps, str(value))
 
 
 class ArithmeticTask(Task):
@@ -95,6 +100,9 @@ class ArithmeticTask(Task):
     """
 
     alphabet = "0123456789+-*=;:QA"
+    answer_marker = "A:"  # the final answer follows the last one
+    _answer_re = _ANSWER_RE
+    _render = staticmethod(_semicolons)
 
     def __init__(
         self,
@@ -151,7 +159,7 @@ class ArithmeticTask(Task):
             for _ in range(max_attempts):
                 if len(problems) >= total:
                     break
-                prompt, answer, solution = _format(*self._sample(rng))
+                prompt, answer, solution = _format(*self._sample(rng), render=self._render)
                 if prompt not in seen:
                     seen.add(prompt)
                     problems.append(Problem(prompt, answer, solution))
@@ -185,7 +193,7 @@ class ArithmeticTask(Task):
                 flaw = -10 if op == "+" else 10
             flaws.append(flaw)
             value = _apply(op, value, b) + flaw
-        return _format(first, ops, flaws)[2]
+        return _format(first, ops, flaws, render=self._render)[2]
 
     def sft_examples(self, n: int, seed: int) -> list[tuple[str, str]]:
         """`n` (prompt, flawed solution) pairs drawn from the train pool (without replacement if possible)."""
@@ -195,8 +203,9 @@ class ArithmeticTask(Task):
 
     # ---- checkers -----------------------------------------------------------------------
     def extract_answer(self, completion: str) -> str | None:
-        """Integer after the LAST ``A:`` (optional leading ``-``, leading zeros dropped), else None."""
-        m = _ANSWER_RE.match(completion, completion.rfind("A:")) if "A:" in completion else None
+        """Integer after the LAST ``A:`` (`answer_marker`; optional leading ``-``, leading zeros dropped), else None."""
+        marker = self.answer_marker
+        m = self._answer_re.match(completion, completion.rfind(marker)) if marker in completion else None
         return _norm_int(m.group(1)) if m else None
 
     def step_rewards(self, problem: Problem, completion: str) -> list[tuple[int, float]]:
@@ -206,16 +215,8 @@ class ArithmeticTask(Task):
         for op, b in ops:
             true_values.append(_apply(op, true_values[-1], b))
 
-        k = completion.rfind("A:")
-        body = completion if k < 0 else completion[:k]
-        segments: list[tuple[str, int]] = []  # (step text, index of its last character)
-        start = 0
-        while (end := body.find(";", start)) >= 0:
-            segments.append((body[start:end], end))
-            start = end + 1
-        tail = body[start:].rstrip()
-        if k >= 0 and tail.strip():
-            segments.append((tail, start + len(tail) - 1))
+        k = completion.rfind(self.answer_marker)
+        segments = self._segments(completion if k < 0 else completion[:k], answered=k >= 0)
 
         rewards: list[tuple[int, float]] = []
         prev = first
@@ -230,9 +231,23 @@ class ArithmeticTask(Task):
                 prev = true_values[j + 1] if j < len(ops) else prev
             rewards.append((end, 1.0 if ok else 0.0))
         if k >= 0:
-            m = _ANSWER_RE.match(completion, k)
+            m = self._answer_re.match(completion, k)
             if m:
                 rewards.append((m.end() - 1, 1.0 if _norm_int(m.group(1)) == problem.answer else 0.0))
             else:
-                rewards.append((k + 1, 0.0))
+                rewards.append((k + len(self.answer_marker) - 1, 0.0))
         return rewards
+
+    @staticmethod
+    def _segments(body: str, answered: bool) -> list[tuple[str, int]]:
+        """(step text, index of its last character) of the text before the answer: each ``;`` closes a step; a
+        non-blank unclosed tail is a step when the answer follows (`answered`), else a truncated step (none)."""
+        segments: list[tuple[str, int]] = []
+        start = 0
+        while (end := body.find(";", start)) >= 0:
+            segments.append((body[start:end], end))
+            start = end + 1
+        tail = body[start:].rstrip()
+        if answered and tail.strip():
+            segments.append((tail, start + len(tail) - 1))
+        return segments

@@ -7,8 +7,9 @@ the completion and a 0/1 label:
   (`task.verify`). An empty completion targets index -1, which the encoder maps to the prompt's
   last token.
 - PRM ("prm"): one target per reasoning step, at the step's last character, labelled 1 iff the step
-  is right (`task.step_rewards`). A completion with no recognisable step carries nothing to learn and
-  is dropped.
+  is right (`task.step_rewards`; `CheckerStepLabels`, step_labels=checker). A completion with no
+  recognisable step carries nothing to learn and is dropped. With step_labels=mc the steps come from
+  the segmenter and the labels from Monte-Carlo continuations (`mc_labels`), soft labels in [0, 1].
 
 Examples travel in checkpoints (the replay buffer) as plain lists: `to_plain` / `from_plain`.
 """
@@ -28,7 +29,7 @@ KINDS = ("orm", "prm")
 class RMExample:
     prompt: str
     completion: str
-    targets: tuple[tuple[int, float], ...]  # (char index in completion, label 1.0 right / 0.0 wrong)
+    targets: tuple[tuple[int, float], ...]  # (char index in completion, label: 1.0 right / 0.0 wrong, or a share in between)
 
     def to_plain(self) -> list:
         return [self.prompt, self.completion, [[int(c), float(y)] for c, y in self.targets]]
@@ -53,6 +54,24 @@ def label_examples(task, kind: str, problems, completions: list[str]) -> list[RM
                 continue
         examples.append(RMExample(problem.prompt, completion, targets))
     return examples
+
+
+class CheckerStepLabels:
+    """A PRM's step labels from the task's step checker (step_labels=checker, the default): `task.step_rewards`
+    gives each step's end and its 0/1 label."""
+
+    def describe(self) -> None:
+        return None  # nothing beyond the task: the reward model's cache key stays as it was
+
+    def bind(self, policy, tokenizer) -> "CheckerStepLabels":
+        return self
+
+    def ends(self, task, problem, completion: str) -> list[int]:
+        """Where the PRM scores `completion`: the checker's step ends (its labels unused)."""
+        return [c for c, _ in task.step_rewards(problem, completion)]
+
+    def __call__(self, task, problems, completions: list[str]) -> list[RMExample]:
+        return label_examples(task, "prm", problems, completions)
 
 
 def split_by_prompt(examples: list[RMExample], heldout_fraction: float, generator: torch.Generator | None = None):

@@ -22,7 +22,7 @@ from transformers import AutoModelForTokenClassification, AutoTokenizer
 from grpo.models.tiny import TinyArch
 from grpo.rewards.learned.data import RMExample
 from grpo.rollout.modes import evaluating
-from grpo.rollout.steps import char_to_token, token_ends
+from grpo.rollout.steps import chars_to_tokens, token_ends
 
 
 def build_reward_model(
@@ -68,13 +68,11 @@ def load_reward_model(path: str):
     return AutoModelForTokenClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
 
 
-def _target_token(ends: list[int], char_index: int) -> int:
-    """The token a label at `char_index` sits on (`char_to_token`); -1 (the prompt's last token) for -1 or an
-    empty completion; the last token for an index past the text."""
-    if char_index < 0 or not ends:
-        return -1
-    token = char_to_token(ends, char_index)
-    return len(ends) - 1 if token is None else token
+def _target_tokens(ends: list[int], char_indices: list[int]) -> list[int]:
+    """The token each label at a char index sits on (`chars_to_tokens`); -1 (the prompt's last token) for -1 or
+    an empty completion; the last token for an index past the text."""
+    tokens = chars_to_tokens(ends, char_indices)
+    return [-1 if c < 0 or not ends else len(ends) - 1 if t is None else t for c, t in zip(char_indices, tokens)]
 
 
 def encode(tokenizer, examples: list[RMExample]) -> dict[str, Tensor]:
@@ -94,9 +92,9 @@ def encode(tokenizer, examples: list[RMExample]) -> dict[str, Tensor]:
         input_ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
         attention_mask[i, : len(p) + len(c)] = 1
         ends = token_ends(tokenizer, c) if c else []
-        for char_index, label in example.targets:
+        for (_, label), token in zip(example.targets, _target_tokens(ends, [ci for ci, _ in example.targets])):
             rows.append(i)
-            positions.append(max(len(p) + _target_token(ends, char_index), 0))
+            positions.append(max(len(p) + token, 0))
             labels.append(label)
     return {
         "input_ids": input_ids,

@@ -1,9 +1,12 @@
 """Rewards from a learned reward model (conf/reward/model.yaml): an ORM or a PRM.
 
 - ORM (outcome reward model): `outcome` is sigmoid(score) at the completion's last token.
-- PRM (process reward model): `steps` puts sigmoid(score) at the end of each reasoning step (the
-  step ends come from `task.step_rewards`; only their positions are used, never the verifier's
-  labels). `outcome` of a PRM is its lowest step score (a solution is as good as its worst step).
+- PRM (process reward model): `steps` puts sigmoid(score) at the end of each reasoning step. Its step
+  labels come from the `step_labels` component: step_labels=checker (the default) labels each step with
+  the task's step checker (`task.step_rewards`, whose step ends the PRM then scores at; never its labels);
+  step_labels=mc labels the `steps` segmenter's steps with Monte-Carlo continuations checked by the
+  final-answer verifier (`mc_labels`: any task with a verifier gets process supervision). `outcome` of a
+  PRM is its lowest step score (a solution is as good as its worst step).
 
 `bind` makes the initial reward model: it samples the starting policy on training questions, labels
 the samples with the verifier (ORM: answer right; PRM: each step right), and trains the model on
@@ -27,7 +30,8 @@ from transformers import AutoTokenizer
 
 from grpo.models.cache import build_once
 from grpo.models.tiny import TinyArch
-from grpo.rewards.learned.data import KINDS, RMExample, label_examples, split_by_prompt
+from grpo.rewards.learned.data import KINDS, CheckerStepLabels, RMExample, label_examples, split_by_prompt
+from grpo.rewards.learned.fingerprint import policy_fingerprint, task_settings
 from grpo.rewards.learned.network import build_reward_model, load_reward_model, score
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
 from grpo.rollout.engine import KVCacheEngine, sample_texts
@@ -62,12 +66,21 @@ class LearnedReward:
         score_batch_size: int = 64,
         seed: int = 0,
         cache_dir: str = "outputs/cache",
+        step_labels=None,
     ):
         kind = kind or SUPERVISION_KIND.get(supervision)
         if kind not in KINDS:
             raise ValueError(f"reward.kind={kind!r} is not known; choose orm or prm (or null: from grpo.supervision)")
         if kind == "orm" and supervision == "process":
             raise ValueError("reward.kind=orm scores whole outputs only; supervision=process needs reward.kind=prm (or null)")
+        # a PRM's step labels: CheckerStepLabels (task.step_rewards) or mc_labels.MonteCarloStepLabels (the step_labels group)
+        self.step_labels = CheckerStepLabels() if step_labels is None else step_labels
+        if isinstance(self.step_labels, str) or not callable(self.step_labels):
+            raise ValueError(f"reward.step_labels={step_labels!r}: choose the step labels with the step_labels group: "
+                             "step_labels=checker (the task's step checker) or step_labels=mc (Monte-Carlo continuations)")
+        if kind == "orm" and self.step_labels.describe() is not None:
+            raise ValueError("step_labels=mc labels reasoning steps for a PRM; an ORM (supervision=outcome) learns from the "
+                             "verifier's answers: add supervision=process, or drop step_labels=mc")
         self.kind = kind
         self.model_kwargs = dict(
             name_or_path=name_or_path,
@@ -95,6 +108,7 @@ class LearnedReward:
         if policy is None or tokenizer is None:
             raise ValueError("reward=model trains on samples of the starting policy: bind(task, policy=..., tokenizer=...)")
         self.task, self._policy = task, policy
+        self.step_labels.bind(policy, tokenizer)  # step_labels=mc continues prefixes with the policy (which keeps training)
         path = build_once(self.cache_path(task, policy), "examples.json", lambda tmp: self._build(task, policy, tokenizer, tmp))
         self.model, self.tokenizer = load_reward_model(str(path))
         self.model.eval()  # not a child of the LightningModule: no strategy wraps, shards or optimizes it
@@ -104,13 +118,12 @@ class LearnedReward:
         return self
 
     def cache_path(self, task, policy) -> Path:
-        task_key = {k: v for k, v in vars(task).items() if not k.startswith("_") and isinstance(v, (str, int, float, bool, type(None)))}
+        task_key = task_settings(task)
         model_key = {**self.model_kwargs, "arch": self.model_kwargs["arch"].as_dict()}
-        key = json.dumps(
-            [self.kind, model_key, self.init_from_policy, self.data, self.train_kwargs, self.seed,
-             type(task).__qualname__, task_key, policy_fingerprint(policy)],
-            sort_keys=True,
-        )
+        parts = [self.kind, model_key, self.init_from_policy, self.data, self.train_kwargs, self.seed,
+                 type(task).__qualname__, task_key, policy_fingerprint(policy)]
+        labels = self.step_labels.describe() if self.kind == "prm" else None  # None (the checker): the key as before
+        key = json.dumps(parts + ([labels] if labels is not None else []), sort_keys=True)
         return self.cache_dir / f"reward-{self.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
     def _build(self, task, policy, tokenizer, out: Path) -> None:
@@ -132,8 +145,8 @@ class LearnedReward:
             chunk = picked[start : start + 64]
             texts += sample_texts(engine, tokenizer, chunk, device=device, num_samples=self.data["samples_per_prompt"], generator=sampling)
             problems += [p for p in chunk for _ in range(self.data["samples_per_prompt"])]
+        examples = self.label(problems, texts)  # (step_labels=mc samples continuations: the policy is still on `device`)
         policy.to(home)
-        examples = label_examples(task, self.kind, problems, texts)
         train, heldout = split_by_prompt(examples, self.data["heldout_fraction"], generator)
         metrics = train_reward_model(
             model.to(device), rm_tokenizer, train, heldout, seed=self.seed, drop_last=False, desc=f"Initial {self.kind.upper()}", **self.train_kwargs
@@ -142,6 +155,10 @@ class LearnedReward:
         model.cpu().save_pretrained(out)
         rm_tokenizer.save_pretrained(out)
         plain = {"train": [e.to_plain() for e in train], "heldout": [e.to_plain() for e in heldout], "metrics": metrics}
+        cost = getattr(self.step_labels, "cost", None)
+        if cost is not None and cost.steps and self.kind == "prm":  # Monte-Carlo labels made here: what they cost
+            plain["label_cost"] = {**vars(cost), **cost.per_step()}
+            log.info("Monte-Carlo step labels: %d steps of %d solutions; %s", cost.steps, cost.solutions, _fmt(cost.per_step()))
         (out / "examples.json").write_text(json.dumps(plain))
 
     # ---- the reward source interface (see VerifierReward)
@@ -156,7 +173,7 @@ class LearnedReward:
         """Per completion: (index of the step's last character, sigmoid(PRM score) at that token) per step."""
         if self.kind != "prm":
             raise ValueError("an ORM scores whole outputs; supervision=process needs reward.kind=prm (or null)")
-        ends = [[c for c, _ in self.task.step_rewards(p, text)] for p, text in zip(problems, completions)]
+        ends = [self.step_labels.ends(self.task, p, text) for p, text in zip(problems, completions)]
         examples = [RMExample(p.prompt, text, tuple((c, 0.0) for c in row)) for p, text, row in zip(problems, completions, ends)]
         return [list(zip(row, scores)) for row, scores in zip(ends, self._score(examples))]
 
@@ -166,7 +183,10 @@ class LearnedReward:
 
     # ---- Algorithm 1: continued training on samples of the current policy (rm_schedule=iterative)
     def label(self, problems, completions: list[str]) -> list[RMExample]:
-        """Training examples of `completions`, labelled by the task's verifier (ORM: answer; PRM: each step)."""
+        """Training examples of `completions`: ORM, the verifier's answer labels; PRM, the step labels (the task's
+        step checker, or Monte-Carlo continuations of the current policy)."""
+        if self.kind == "prm":
+            return self.step_labels(self.task, problems, completions)
         return label_examples(self.task, self.kind, problems, completions)
 
     def evaluate(self, examples: list[RMExample]) -> dict[str, float]:
@@ -191,17 +211,6 @@ class LearnedReward:
         device = next(self._policy.parameters()).device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
-
-
-def policy_fingerprint(policy, per_tensor: int = 4096) -> str:
-    """A short hash of the policy's weights (a strided sample of each tensor): cheap even for large models."""
-    digest = hashlib.sha256()
-    for name, tensor in policy.state_dict().items():
-        flat = tensor.detach().reshape(-1)
-        sample = flat[:: max(1, flat.numel() // per_tensor)].float().cpu()
-        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def progress_bar(items, desc: str):

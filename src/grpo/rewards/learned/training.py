@@ -40,16 +40,17 @@ def all_gather_objects(obj) -> list:
 @torch.no_grad()
 def evaluate_reward_model(model, tokenizer, examples: list[RMExample], batch_size: int = 64) -> dict[str, float]:
     """accuracy (threshold 0.5 on sigmoid(score)), auroc (nan when the labels hold one class only) and
-    positive_rate (the base rate accuracy is to be read against) over all labelled positions of `examples`."""
+    positive_rate (the base rate accuracy is to be read against) over all labelled positions of `examples`.
+    A soft label (a share of right Monte-Carlo continuations) counts as positive when above 0 (the hard label)."""
     device = next(model.parameters()).device
     accuracy, auroc, positive = (m.to(device) for m in (BinaryAccuracy(sync_on_compute=False), BinaryAUROC(sync_on_compute=False), MeanMetric(sync_on_compute=False)))
     with evaluating(model):
         for start in range(0, len(examples), batch_size):
             batch = {k: v.to(device) for k, v in encode(tokenizer, examples[start : start + batch_size]).items()}
-            probs, labels = torch.sigmoid(target_logits(model, batch)), batch["labels"]
-            accuracy.update(probs, labels.long())
-            auroc.update(probs, labels.long())
-            positive.update(labels)
+            probs, labels = torch.sigmoid(target_logits(model, batch)), (batch["labels"] > 0).long()
+            accuracy.update(probs, labels)
+            auroc.update(probs, labels)
+            positive.update(labels.float())
     rate = float(positive.compute()) if positive.update_count else math.nan
     return {
         "accuracy": float(accuracy.compute()) if accuracy.update_count else math.nan,
