@@ -4,6 +4,8 @@ without touching this file."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import lightning as L
 import pytest
 import torch
@@ -35,6 +37,15 @@ def extra_overrides(group: str, option: str, saved_model) -> list[str]:
         return hf[1:]
     if (group, option) == ("task", "gsm8k"):
         return [f"task.train_path={GSM8K_FIXTURE}"] + hf  # the tiny model would warm-start on it first
+    if (group, option) == ("task", "dataset"):
+        return [f"task.path={GSM8K_FIXTURE}"] + hf
+    if (group, option) == ("task", "custom"):
+        return ["task._target_=grpo.tasks.arithmetic.ArithmeticTask", "+task.train_size=200", "+task.heldout_size=20", "warmstart.steps=2"]
+    if (group, option) == ("prompt", "chat"):  # a tokenizer with a chat template: the demo parts' BPE one
+        from grpo.models.demo_parts import write_demo_parts
+
+        parts = write_demo_parts(Path(saved_model).parent / "chat_parts", train_size=60, test_size=10, num_ops=1)
+        return ["model=hf", f"model.name_or_path={parts / 'model'}"]
     return []
 
 
@@ -91,7 +102,10 @@ def test_option_composes_and_instantiates(group, option, base_overrides, warm_ca
     assert module.task is datamodule.task
     opt = module.configure_optimizers()
     opt = opt["optimizer"] if isinstance(opt, dict) else opt
-    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == sum(p.numel() for p in module.policy.parameters())
+    trainable = sum(p.numel() for p in module.policy.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in opt.param_groups for p in g["params"]) == trainable  # the optimizer sees what trains
+    if (group, option) == ("adapter", "lora"):  # only the adapters
+        assert 0 < trainable < sum(p.numel() for p in module.policy.parameters()) // 2
     assert (module.reference is None) == (cfg.grpo.beta == 0)
 
 
