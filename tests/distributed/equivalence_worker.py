@@ -95,7 +95,7 @@ class FixedRollout:
     def __init__(self, rollout: RolloutBatch):
         self.rollout = rollout
 
-    def __call__(self, policy, reference, problems, generator=None, need_old_logp=False) -> Rollout:
+    def __call__(self, policy, reference, problems, generator=None, need_old_logp=False, refill=None) -> Rollout:
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
         per_rank = GROUPS // world
         rows = torch.arange(rank * per_rank * G, (rank + 1) * per_rank * G)

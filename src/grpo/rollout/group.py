@@ -23,6 +23,7 @@ from grpo.rollout.batch import RolloutBatch
 from grpo.rollout.engine import RolloutEngine, sample_problems
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
+from grpo.rollout.sampler import Completions
 from grpo.rollout.steps import step_reward_tensors
 from grpo.tasks.base import verified
 
@@ -35,6 +36,71 @@ class Rollout:
     stats: dict[str, float]  # rollout/* statistics (means over this rank's rows)
     timings: dict[str, float]  # perf/*: seconds in generation, scoring, log-probs; rollout tokens/s
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
+
+
+@dataclass
+class Draw:
+    """One generation batch of B questions, N = B x G rows (each question's group contiguous)."""
+
+    problems: list  # [N] the question of each row
+    texts: list  # [N] decoded completions
+    prompt_ids: Tensor  # [B, P] left-padded
+    prompt_mask: Tensor  # [B, P]
+    out: Completions  # ids, mask [N, T] right-padded; truncated [N]
+    rewards: Tensor  # [N] (process: each row's mean step reward)
+    correct: Tensor  # [N] 0/1, the task's verifier
+    advantages: Tensor  # [N] or [N, T]
+    group_has_signal: Tensor  # [B] bool: some advantage of the group is non-zero
+    invalid: int  # rewards counted as 0 (invalid_reward=zero)
+    t_gen: float
+    t_score: float
+
+
+def select_groups(has_signal: list[Tensor], groups: int) -> list[tuple[int, int, bool]]:
+    """Dynamic sampling's choice (DAPO, arXiv 2503.14476, Sec 3.2): the `groups` groups the update holds.
+
+    has_signal: per generation batch, [B_k] bool (the group has reward spread). Returns (batch, group,
+    informative) triples: the informative groups in the order drawn, at most `groups` of them (the rest
+    are dropped), then, if too few were found, the first flat groups drawn as fillers (informative False:
+    their tokens are kept out of the loss). The update's size never varies, so the mini-batch plan and
+    every rank's number of updates stay fixed.
+    e.g. has_signal [[T, F, T], [F, T, T]], groups 3 -> (0, 0, T), (0, 2, T), (1, 1, T);
+         has_signal [[F, T, F]], groups 2 -> (0, 1, T), (0, 0, F).
+    """
+    found = [(k, g, bool(s)) for k, flags in enumerate(has_signal) for g, s in enumerate(flags.tolist())]
+    informative = [f for f in found if f[2]][:groups]
+    fillers = [f for f in found if not f[2]][: groups - len(informative)]
+    if len(informative) + len(fillers) < groups:
+        raise ValueError(f"dynamic sampling drew {len(found)} groups, fewer than the {groups} the update holds: "
+                         "raise grpo.dynamic_sampling.max_extra_batches or lower grpo.dynamic_sampling.groups")
+    return informative + fillers
+
+
+def _pad_to(x: Tensor, width: int, value, left: bool = False) -> Tensor:
+    """[R, W] -> [R, width], padded with `value` on the left or the right."""
+    pad = x.new_full((x.shape[0], width - x.shape[1]) + tuple(x.shape[2:]), value)
+    return torch.cat([pad, x] if left else [x, pad], dim=1)
+
+
+def merge_groups(draws: list[Draw], chosen: list[tuple[int, int, bool]], G: int, pad_token_id: int):
+    """The chosen groups of several generation batches as one rollout: prompt_ids, prompt_mask [K, P]
+    (left-padded to the widest prompt), Completions [K*G, T] (right-padded to the longest completion),
+    advantages [K*G] or [K*G, T] (0 on padding) and informative [K] bool, K = len(chosen)."""
+    P = max(d.prompt_ids.shape[1] for d in draws)
+    T = max(d.out.ids.shape[1] for d in draws)
+    prompts, prompt_masks, ids, masks, truncated, advantages = [], [], [], [], [], []
+    for k, g, _ in chosen:
+        d, rows = draws[k], slice(g * G, (g + 1) * G)
+        prompts.append(_pad_to(d.prompt_ids[g : g + 1], P, pad_token_id, left=True))
+        prompt_masks.append(_pad_to(d.prompt_mask[g : g + 1], P, 0, left=True))
+        ids.append(_pad_to(d.out.ids[rows], T, pad_token_id))
+        masks.append(_pad_to(d.out.mask[rows], T, False))
+        truncated.append(d.out.truncated[rows])
+        adv = d.advantages[rows]
+        advantages.append(_pad_to(adv, T, 0.0) if adv.dim() == 2 else adv)
+    out = Completions(ids=torch.cat(ids), mask=torch.cat(masks), truncated=torch.cat(truncated))
+    informative = torch.tensor([c[2] for c in chosen], dtype=torch.bool)
+    return torch.cat(prompts), torch.cat(prompt_masks), out, torch.cat(advantages), informative
 
 
 @torch.no_grad()
@@ -53,17 +119,22 @@ class GroupRollout:
 
     skip_zero_spread: leave rows of groups whose advantages are all 0 out of the update (their
         completion_mask is all False), so they dilute nothing.
+    mask_truncated: leave completions that hit max_new_tokens without EOS out of the loss (their
+        completion_mask is all False; TRL's mask_truncated_completions). They still count in their
+        group's reward mean and std, so the other completions' advantages are as without it.
     invalid_reward: "error" stops the run at a NaN/inf/non-numeric reward; "zero" counts it as 0.
     logprob_chunk: rows per forward pass when computing old/reference log-probs.
     """
 
     def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
-                 skip_zero_spread: bool = True, invalid_reward: str = "error", logprob_chunk: int = 256):
+                 skip_zero_spread: bool = True, mask_truncated: bool = False, invalid_reward: str = "error",
+                 logprob_chunk: int = 256):
         if invalid_reward not in INVALID_REWARD:
             raise ValueError(f"rollout.invalid_reward={invalid_reward!r}: choose one of {INVALID_REWARD}")
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
+        self.mask_truncated = mask_truncated
 
     @property
     def temperature(self) -> float:
@@ -71,26 +142,29 @@ class GroupRollout:
 
     @torch.no_grad()
     def __call__(self, policy, reference, problems, generator: torch.Generator | None = None,
-                 need_old_logp: bool = False) -> Rollout:
-        """The rollout of `problems` from `policy` (pi_old); `reference` None when the loss has no KL term."""
-        G = self.group_size
-        t0 = time.perf_counter()
-        self.engine.load_weights(policy)
-        prompt_ids, prompt_mask, out = sample_problems(
-            self.engine, self.tokenizer, problems, device=next(policy.parameters()).device, num_samples=G, generator=generator
-        )
-        t_gen = time.perf_counter() - t0
+                 need_old_logp: bool = False, refill=None) -> Rollout:
+        """The rollout of `problems` from `policy` (pi_old); `reference` None when the loss has no KL term.
 
-        t1 = time.perf_counter()
-        group_problems = [p for p in problems for _ in range(G)]
-        texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
-        correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
-        rewards, step_rewards, step_end_mask, invalid = self._score(group_problems, texts, out)
-        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
-        row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
-        group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
-        keep = group_has_signal.repeat_interleave(G) if self.skip_zero_spread else torch.ones_like(row_has_signal)
-        t_score = time.perf_counter() - t1
+        refill: None, or dynamic sampling's question supply (grpo.data.rollout_datamodule.Refill): further
+            generation batches are drawn, in order, while fewer than `refill.groups` groups have reward
+            spread (at most len(refill.batches) of them); see `select_groups` for what the update holds.
+        """
+        G = self.group_size
+        self.engine.load_weights(policy)
+        device = next(policy.parameters()).device
+        draws = [self._draw(policy, problems, device, generator)]
+        if refill is not None:
+            while sum(int(d.group_has_signal.sum()) for d in draws) < refill.groups and len(draws) <= len(refill.batches):
+                draws.append(self._draw(policy, refill.batches[len(draws) - 1], device, generator))
+            prompt_ids, prompt_mask, out, advantages, keep_groups = merge_groups(
+                draws, select_groups([d.group_has_signal for d in draws], refill.groups), G, self.tokenizer.pad_token_id
+            )
+            keep = keep_groups.repeat_interleave(G)  # only informative groups enter the loss; fillers are masked
+        else:
+            (d,) = draws
+            prompt_ids, prompt_mask, out, advantages = d.prompt_ids, d.prompt_mask, d.out, d.advantages
+            keep = d.group_has_signal.repeat_interleave(G) if self.skip_zero_spread else torch.ones(len(d.rewards), dtype=torch.bool)
+        t_gen, t_score = sum(d.t_gen for d in draws), sum(d.t_score for d in draws)
 
         t2 = time.perf_counter()
         input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), out.ids], dim=1)  # [N, P+T]
@@ -105,16 +179,22 @@ class GroupRollout:
         t_logp = time.perf_counter() - t2
 
         device = input_ids.device
+        in_loss = keep & ~out.truncated.cpu() if self.mask_truncated else keep  # [N] rows whose tokens enter the loss
         batch = RolloutBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            completion_mask=out.mask & keep.to(device)[:, None],
+            completion_mask=out.mask & in_loss.to(device)[:, None],
             advantages=advantages.to(device),
             old_logp=old_logp,
             ref_logp=ref_logp,
         )
-        n_tokens = int(out.mask.sum())
-        lengths = out.mask.sum(-1).float()
+        # the policy's behaviour over every completion drawn; the update's advantages over the rows it holds
+        rewards = torch.cat([d.rewards for d in draws])
+        correct = torch.cat([d.correct for d in draws])
+        lengths = torch.cat([d.out.mask.sum(-1).float().cpu() for d in draws])
+        truncated = torch.cat([d.out.truncated.float().cpu() for d in draws])
+        group_has_signal = torch.cat([d.group_has_signal for d in draws])
+        n_tokens = int(lengths.sum())
         nonzero = advantages[advantages != 0]
         stats = {
             "reward_mean": rewards.mean().item(),
@@ -123,14 +203,39 @@ class GroupRollout:
             "adv_std": nonzero.std().item() if nonzero.numel() > 1 else 0.0,
             "adv_abs_mean": advantages.abs().mean().item(),
             "completion_len": lengths.mean().item(),
-            "truncated_frac": out.truncated.float().mean().item(),
+            "truncated_frac": truncated.mean().item(),
             "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
-            "groups_updated": float(int(group_has_signal.sum()) if self.skip_zero_spread else len(problems)),
+            "groups_updated": float(int(keep.view(-1, G)[:, 0].sum()) if refill is not None or self.skip_zero_spread else len(problems)),
         }
+        if refill is not None:
+            stats["gen_batches"] = float(len(draws))  # generation batches drawn this step (1 + extra)
+            stats["groups_kept"] = stats["groups_updated"]  # informative groups the update holds (at most refill.groups)
         if self.invalid_reward == "zero":
-            stats["invalid_rewards"] = float(invalid)
+            stats["invalid_rewards"] = float(sum(d.invalid for d in draws))
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
-        return Rollout(batch, stats, timings, list(zip(group_problems, texts, rewards.tolist())))
+        samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
+        return Rollout(batch, stats, timings, samples)
+
+    def _draw(self, policy, problems, device, generator) -> "Draw":
+        """One generation batch: G completions of each of `problems`, scored, with their advantages."""
+        G = self.group_size
+        t0 = time.perf_counter()
+        prompt_ids, prompt_mask, out = sample_problems(
+            self.engine, self.tokenizer, problems, device=device, num_samples=G, generator=generator
+        )
+        t_gen = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        group_problems = [p for p in problems for _ in range(G)]
+        texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
+        correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
+        rewards, step_rewards, step_end_mask, invalid = self._score(group_problems, texts, out)
+        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
+        row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
+        group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
+        t_score = time.perf_counter() - t1
+        return Draw(group_problems, texts, prompt_ids, prompt_mask, out, rewards, correct, advantages, group_has_signal,
+                    invalid, t_gen, t_score)
 
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, invalid count."""
