@@ -11,7 +11,8 @@ from grpo.algo.advantages import OutcomeAdvantages
 from grpo.data.rollout_datamodule import Refill, RolloutDataModule
 from grpo.pipeline import build
 from grpo.rollout.engine import KVCacheEngine
-from grpo.rollout.group import GroupRollout, select_groups
+from grpo.rollout.dynamic_sampling import select_groups
+from grpo.rollout.group import GroupRollout
 from grpo.tasks import ArithmeticTask
 from grpo_testkit import compose_config, tiny_lm
 

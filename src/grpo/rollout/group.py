@@ -8,6 +8,11 @@
 `GroupRollout` is built from the config (`rollout:` in conf/train.yaml, with the `sampling` group's
 engine and the `supervision` group's advantage estimator), given the bound reward source, and owned
 by `GRPOModule`, which calls it once per GRPO step.
+
+Length control (`mask_truncated`) changes only which tokens enter the loss. Dynamic sampling (DAPO,
+arXiv 2503.14476, Sec 3.2; a `refill` from the data module) draws further generation batches while too
+few groups have reward spread and keeps a fixed number of groups (`select_groups`, `merge_groups`);
+advantages are computed per generation batch as it is drawn (scale_rewards=batch: over that batch).
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from torch import Tensor
 
 from grpo.rewards.base import call_reward, checked_outcome, checked_steps
 from grpo.rollout.batch import RolloutBatch
+from grpo.rollout.dynamic_sampling import Draw, merge_groups, select_groups
 from grpo.rollout.engine import RolloutEngine, sample_problems
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
-from grpo.rollout.sampler import Completions
 from grpo.rollout.steps import step_reward_tensors
 from grpo.tasks.base import verified
 
@@ -36,71 +41,6 @@ class Rollout:
     stats: dict[str, float]  # rollout/* statistics (means over this rank's rows)
     timings: dict[str, float]  # perf/*: seconds in generation, scoring, log-probs; rollout tokens/s
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
-
-
-@dataclass
-class Draw:
-    """One generation batch of B questions, N = B x G rows (each question's group contiguous)."""
-
-    problems: list  # [N] the question of each row
-    texts: list  # [N] decoded completions
-    prompt_ids: Tensor  # [B, P] left-padded
-    prompt_mask: Tensor  # [B, P]
-    out: Completions  # ids, mask [N, T] right-padded; truncated [N]
-    rewards: Tensor  # [N] (process: each row's mean step reward)
-    correct: Tensor  # [N] 0/1, the task's verifier
-    advantages: Tensor  # [N] or [N, T]
-    group_has_signal: Tensor  # [B] bool: some advantage of the group is non-zero
-    invalid: int  # rewards counted as 0 (invalid_reward=zero)
-    t_gen: float
-    t_score: float
-
-
-def select_groups(has_signal: list[Tensor], groups: int) -> list[tuple[int, int, bool]]:
-    """Dynamic sampling's choice (DAPO, arXiv 2503.14476, Sec 3.2): the `groups` groups the update holds.
-
-    has_signal: per generation batch, [B_k] bool (the group has reward spread). Returns (batch, group,
-    informative) triples: the informative groups in the order drawn, at most `groups` of them (the rest
-    are dropped), then, if too few were found, the first flat groups drawn as fillers (informative False:
-    their tokens are kept out of the loss). The update's size never varies, so the mini-batch plan and
-    every rank's number of updates stay fixed.
-    e.g. has_signal [[T, F, T], [F, T, T]], groups 3 -> (0, 0, T), (0, 2, T), (1, 1, T);
-         has_signal [[F, T, F]], groups 2 -> (0, 1, T), (0, 0, F).
-    """
-    found = [(k, g, bool(s)) for k, flags in enumerate(has_signal) for g, s in enumerate(flags.tolist())]
-    informative = [f for f in found if f[2]][:groups]
-    fillers = [f for f in found if not f[2]][: groups - len(informative)]
-    if len(informative) + len(fillers) < groups:
-        raise ValueError(f"dynamic sampling drew {len(found)} groups, fewer than the {groups} the update holds: "
-                         "raise grpo.dynamic_sampling.max_extra_batches or lower grpo.dynamic_sampling.groups")
-    return informative + fillers
-
-
-def _pad_to(x: Tensor, width: int, value, left: bool = False) -> Tensor:
-    """[R, W] -> [R, width], padded with `value` on the left or the right."""
-    pad = x.new_full((x.shape[0], width - x.shape[1]) + tuple(x.shape[2:]), value)
-    return torch.cat([pad, x] if left else [x, pad], dim=1)
-
-
-def merge_groups(draws: list[Draw], chosen: list[tuple[int, int, bool]], G: int, pad_token_id: int):
-    """The chosen groups of several generation batches as one rollout: prompt_ids, prompt_mask [K, P]
-    (left-padded to the widest prompt), Completions [K*G, T] (right-padded to the longest completion),
-    advantages [K*G] or [K*G, T] (0 on padding) and informative [K] bool, K = len(chosen)."""
-    P = max(d.prompt_ids.shape[1] for d in draws)
-    T = max(d.out.ids.shape[1] for d in draws)
-    prompts, prompt_masks, ids, masks, truncated, advantages = [], [], [], [], [], []
-    for k, g, _ in chosen:
-        d, rows = draws[k], slice(g * G, (g + 1) * G)
-        prompts.append(_pad_to(d.prompt_ids[g : g + 1], P, pad_token_id, left=True))
-        prompt_masks.append(_pad_to(d.prompt_mask[g : g + 1], P, 0, left=True))
-        ids.append(_pad_to(d.out.ids[rows], T, pad_token_id))
-        masks.append(_pad_to(d.out.mask[rows], T, False))
-        truncated.append(d.out.truncated[rows])
-        adv = d.advantages[rows]
-        advantages.append(_pad_to(adv, T, 0.0) if adv.dim() == 2 else adv)
-    out = Completions(ids=torch.cat(ids), mask=torch.cat(masks), truncated=torch.cat(truncated))
-    informative = torch.tensor([c[2] for c in chosen], dtype=torch.bool)
-    return torch.cat(prompts), torch.cat(prompt_masks), out, torch.cat(advantages), informative
 
 
 @torch.no_grad()
@@ -152,10 +92,10 @@ class GroupRollout:
         G = self.group_size
         self.engine.load_weights(policy)
         device = next(policy.parameters()).device
-        draws = [self._draw(policy, problems, device, generator)]
+        draws = [self._draw(problems, device, generator)]
         if refill is not None:
             while sum(int(d.group_has_signal.sum()) for d in draws) < refill.groups and len(draws) <= len(refill.batches):
-                draws.append(self._draw(policy, refill.batches[len(draws) - 1], device, generator))
+                draws.append(self._draw(refill.batches[len(draws) - 1], device, generator))
             prompt_ids, prompt_mask, out, advantages, keep_groups = merge_groups(
                 draws, select_groups([d.group_has_signal for d in draws], refill.groups), G, self.tokenizer.pad_token_id
             )
@@ -216,7 +156,7 @@ class GroupRollout:
         samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
         return Rollout(batch, stats, timings, samples)
 
-    def _draw(self, policy, problems, device, generator) -> "Draw":
+    def _draw(self, problems, device, generator) -> Draw:
         """One generation batch: G completions of each of `problems`, scored, with their advantages."""
         G = self.group_size
         t0 = time.perf_counter()
