@@ -91,8 +91,12 @@ class GRPOModule(L.LightningModule):
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
-        if mask.any():  # token statistics are measurements only where tokens enter the loss
-            self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
+        # token statistics are measurements only where tokens enter the loss. Every rank logs the same keys (their
+        # epoch-end sync is a collective): all of them when any rank's update has tokens, weighted 0 where it has none
+        has_tokens = bool(mask.any())
+        if self.trainer.strategy.reduce_boolean_decision(has_tokens, all=False):
+            self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,
+                          batch_size=rows if has_tokens else 0)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

@@ -11,6 +11,7 @@
   plus the frozen reference, copy_weights, gathered generation and disjoint questions under each
   strategy (tests/distributed/equivalence_worker.py); and with aggregation=token and uneven tokens per
   rank (ddp), the step's token count all-reduced.
+- dynamic sampling under ddp with ranks drawing different numbers of generation batches: lock-step kept.
 """
 
 from __future__ import annotations
@@ -107,6 +108,23 @@ def test_deepspeed_zero3_pipeline_on_cpu(base_overrides, warm_cache, tmp_path):
     assert all(final[k].shape == start[k].shape for k in start)
     assert any(not torch.equal(final[k], start[k]) for k in start)
     assert (out / "checkpoints" / "last.ckpt").is_dir() and (out / "train_ddp_process_1.log").exists()
+
+
+def test_dynamic_sampling_ranks_draw_their_own_batches_in_lock_step(base_overrides, tmp_path):
+    """grpo.dynamic_sampling under ddp: rank 0 finds no group with spread and draws all 1 + 2 generation
+    batches, rank 1 mostly fills its 4 groups from the first; the ranks' updates (and the step's one
+    token-count all-reduce) stay in lock-step, rank 0's updates have no token yet it logs the same keys as
+    rank 1 (their epoch-end sync is a collective: a mismatch used to hang), and the run finishes."""
+    out = tmp_path / "run"
+    train(["strategy=ddp", "grpo.steps=2", "grpo.aggregation=token", "grpo.minibatch_prompts=2", *base_overrides,
+           "reward._target_=distributed_testkit.SpreadOnRank1", "grpo.dynamic_sampling.enabled=true",
+           "grpo.dynamic_sampling.max_extra_batches=2", f"hydra.run.dir={out}"], tmp_path)
+    scalars = read_scalars(out / "tb")
+    # rank 0 always draws 3 batches and keeps 0 groups; rank 1 draws 1 to 3 and keeps up to 4 (digit shares may tie)
+    assert len(scalars["rollout/gen_batches"]) == 2 and all(2.0 <= v <= 3.0 for _, v in scalars["rollout/gen_batches"])
+    assert all(0.0 < v <= 2.0 for _, v in scalars["rollout/groups_kept"])
+    assert len(scalars["train/kl"]) == 2  # token statistics: rank 1 had tokens, rank 0 none, and the ranks still agreed
+    assert (out / "export").is_dir()
 
 
 # ---------------------------------------------------------------- one update: 2 processes == 1 process
