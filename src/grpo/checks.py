@@ -7,6 +7,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from grpo.algo.advantages import SCALES
 from grpo.algo.aggregation import AGGREGATIONS
 from grpo.algo.loss import RATIO_LEVELS
 from grpo.rewards.combine import WeightedRewards
@@ -41,12 +42,31 @@ def check_config(cfg: DictConfig) -> None:
     if _number(problems, "grpo.group_size", g.group_size, example=8) and g.group_size < 2:
         problems.append(f"grpo.group_size={g.group_size}: a group needs at least 2 outputs to have a baseline; use e.g. grpo.group_size=8")
     pps_ok = _number(problems, "grpo.prompts_per_step", g.prompts_per_step, low=1, example=16)
+    update_key, update_groups, update_ok = "grpo.prompts_per_step", g.prompts_per_step, pps_ok  # the groups an update plan covers
+    ds = g.get("dynamic_sampling") or {}
+    if not isinstance(ds.get("enabled", False), bool):
+        problems.append(f"grpo.dynamic_sampling.enabled={ds.get('enabled')!r} must be true or false")
+    extra_ok = _number(problems, "grpo.dynamic_sampling.max_extra_batches", ds.get("max_extra_batches", 0), low=0, example=4)
+    if ds.get("groups") is not None and _number(problems, "grpo.dynamic_sampling.groups", ds.groups, low=1, example="null") \
+            and ds.get("enabled") is True:
+        update_key, update_groups, update_ok = "grpo.dynamic_sampling.groups", ds.groups, True
+        if pps_ok and extra_ok and ds.groups > g.prompts_per_step * (1 + ds.max_extra_batches):
+            problems.append(
+                f"grpo.dynamic_sampling.groups={ds.groups} can never be filled: at most grpo.prompts_per_step x (1 + "
+                f"grpo.dynamic_sampling.max_extra_batches) = {g.prompts_per_step * (1 + ds.max_extra_batches)} groups are drawn; "
+                "raise max_extra_batches or lower groups"
+            )
     mb = g.minibatch_prompts
-    if mb is not None and _number(problems, "grpo.minibatch_prompts", mb, example="null") and pps_ok and (mb < 1 or g.prompts_per_step % mb != 0):
+    if mb is not None and _number(problems, "grpo.minibatch_prompts", mb, example="null") and update_ok and (mb < 1 or update_groups % mb != 0):
         problems.append(
-            f"grpo.minibatch_prompts={mb} does not divide grpo.prompts_per_step={g.prompts_per_step}: mini-batches hold whole "
-            f"groups, so pick a divisor (e.g. grpo.minibatch_prompts={_divisor_hint(g.prompts_per_step)}) or null for the whole rollout"
+            f"grpo.minibatch_prompts={mb} does not divide {update_key}={update_groups}: mini-batches hold whole "
+            f"groups, so pick a divisor (e.g. grpo.minibatch_prompts={_divisor_hint(update_groups)}) or null for the whole rollout"
         )
+    scale = g.get("scale_rewards", True)
+    if not (isinstance(scale, bool) or scale in SCALES):
+        problems.append(f"grpo.scale_rewards={scale!r} is not known; choose true (= group), batch or false (= none)")
+    if not isinstance(g.get("mask_truncated", False), bool):
+        problems.append(f"grpo.mask_truncated={g.mask_truncated!r} must be true or false")
     _number(problems, "grpo.mu", g.mu, low=1, example=1)
     _number(problems, "grpo.steps", g.steps, low=1, example=200)
     if g.aggregation not in AGGREGATIONS:

@@ -19,6 +19,7 @@ import lightning as L
 import torch
 from torchmetrics import MeanMetric
 
+from grpo.algo.aggregation import token_normaliser
 from grpo.data.minibatches import group_rows
 from grpo.metrics import maj_at_k, pass_at_k, total_grad_norm
 from grpo.models.adapters import AdapterFree, fold_adapters
@@ -72,8 +73,12 @@ class GRPOModule(L.LightningModule):
         seed = self.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank
         generator = torch.Generator(device="cpu").manual_seed(seed)
         with self.unsharded_policy():  # sharded strategies: the policy gathered once for the whole rollout
-            rollout = self.rollout(self.policy, self.reference, questions.questions, generator, need_old_logp=need_old_logp)
+            rollout = self.rollout(self.policy, self.reference, questions.questions, generator, need_old_logp=need_old_logp,
+                                   refill=questions.refill)  # refill: dynamic sampling's further questions, or None
         self.last_rollout = rollout
+        # the step's tokens in the loss on all ranks ("token" aggregation divides by it): one collective, every rank, every step
+        local_tokens = rollout.batch.completion_mask.sum().reshape(1).long()
+        self._step_tokens = float(self.trainer.strategy.reduce(local_tokens, reduce_op="sum").sum())
         self.log_dict({f"rollout/{k}": v for k, v in rollout.stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self.log_dict({f"perf/{k}": v for k, v in rollout.timings.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self._log_samples(rollout.samples, rollout.components)
@@ -86,12 +91,17 @@ class GRPOModule(L.LightningModule):
         logp, entropy = completion_logprobs(
             self.policy, minibatch["input_ids"], minibatch["attention_mask"], mask.shape[1], self.rollout.temperature, with_entropy=True
         )
-        loss, stats = self.loss(logp, minibatch["old_logp"], minibatch["ref_logp"], minibatch["advantages"], mask)
+        num_tokens = token_normaliser(self._step_tokens, self.trainer.world_size, self.trainer.accumulate_grad_batches)
+        loss, stats = self.loss(logp, minibatch["old_logp"], minibatch["ref_logp"], minibatch["advantages"], mask, num_tokens=num_tokens)
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
-        if mask.any():  # token statistics are measurements only where tokens enter the loss
-            self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
+        # token statistics are measurements only where tokens enter the loss. Every rank logs the same keys (their
+        # epoch-end sync is a collective): all of them when any rank's update has tokens, weighted 0 where it has none
+        has_tokens = bool(mask.any())
+        if self.trainer.strategy.reduce_boolean_decision(has_tokens, all=False):
+            self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,
+                          batch_size=rows if has_tokens else 0)
         return loss
 
     def on_before_optimizer_step(self, optimizer) -> None:

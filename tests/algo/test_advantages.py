@@ -174,3 +174,45 @@ def test_process_bad_inputs():
         process_advantages(torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool), 2)
     with pytest.raises(ValueError, match="group_size must be >= 2"):
         process_advantages(torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool), 1)
+
+
+# ----------------------------------------------------------------------------- scale_rewards=batch
+
+
+def test_outcome_batch_scale_hand_worked():
+    # G = 2, groups [1, 0] and [2, 0]: group means 0.5 and 1 -> centred [0.5, -0.5, 1, -1]
+    # batch std (Bessel) of [1, 0, 2, 0]: mean 0.75, squares 0.0625 + 0.5625 + 1.5625 + 0.5625 = 2.75,
+    #   var = 2.75 / 3 = 0.916667, std = 0.957427 -> A = centred / 0.957427 = [0.522233, -0.522233, 1.044466, -1.044466]
+    rewards = torch.tensor([1.0, 0.0, 2.0, 0.0])
+    want = torch.tensor([0.522233, -0.522233, 1.044466, -1.044466])
+    torch.testing.assert_close(outcome_advantages(rewards, 2, scale="batch", eps=0.0), want, rtol=1e-5, atol=1e-6)
+    # with a group's std instead: each group's std is 0.707107 and 1.414214 -> [0.707107, -0.707107, 0.707107, -0.707107]
+    torch.testing.assert_close(outcome_advantages(rewards, 2, scale="group", eps=0.0), torch.full((4,), 0.707107) * torch.tensor([1, -1, 1, -1]),
+                               rtol=1e-5, atol=1e-6)
+    # the spellings: True = "group", False = "none"
+    assert torch.equal(outcome_advantages(rewards, 2, scale=True), outcome_advantages(rewards, 2, scale="group"))
+    assert torch.equal(outcome_advantages(rewards, 2, scale=False), outcome_advantages(rewards, 2, scale="none"))
+    # a constant group stays exactly 0 under batch scaling
+    adv = outcome_advantages(torch.tensor([1.0, 1.0, 2.0, 0.0]), 2, scale="batch")
+    assert torch.equal(adv[:2], torch.zeros(2))
+
+
+def test_process_batch_scale_hand_worked():
+    # G = 2, T = 2, one step reward per row at token 1: group 0 [1, 0], group 1 [3, 3] (constant -> 0)
+    # group 0: mean 0.5, centred [0.5, -0.5]; batch std of the marked step rewards [1, 0, 3, 3]:
+    #   mean 1.75, squares 0.5625 + 3.0625 + 1.5625 + 1.5625 = 6.75, var 2.25, std 1.5 -> [1/3, -1/3]
+    step_rewards = torch.tensor([[0.0, 1.0], [0.0, 0.0], [0.0, 3.0], [0.0, 3.0]])
+    mask = torch.tensor([[False, True]] * 4)
+    adv = process_advantages(step_rewards, mask, 2, scale="batch", eps=0.0)
+    want = torch.tensor([[1 / 3, 1 / 3], [-1 / 3, -1 / 3], [0.0, 0.0], [0.0, 0.0]])  # summed from t on: both tokens
+    torch.testing.assert_close(adv, want)
+
+
+def test_unknown_scale_is_refused():
+    with pytest.raises(ValueError, match=r"scale_rewards='foo' is not known.*'group', 'batch', 'none'"):
+        outcome_advantages(torch.tensor([1.0, 0.0]), 2, scale="foo")
+    from grpo.algo.advantages import OutcomeAdvantages, ProcessAdvantages
+
+    for cls in (OutcomeAdvantages, ProcessAdvantages):
+        with pytest.raises(ValueError, match="scale_rewards='foo'"):
+            cls(scale="foo")

@@ -36,6 +36,18 @@ class DigitShareSteps(DigitShareReward):
         return rewards
 
 
+class SpreadOnRank1(DigitShareReward):
+    """Digit-share rewards (spread in every group) on rank 1; a constant 0.5 (no group has spread) on rank 0.
+    Under dynamic sampling rank 0 then draws every extra batch it may and rank 1 only its first."""
+
+    def outcome(self, problems, completions):
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_rank() == 1:
+            return super().outcome(problems, completions)
+        return torch.full((len(completions),), 0.5)
+
+
 def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     paths = [str(REPO / "tests"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")

@@ -1,17 +1,20 @@
 """One GRPO update on a fixed rollout batch under a strategy; rank 0 writes what the test compares.
 
-    python tests/distributed/equivalence_worker.py STRATEGY DEVICES OUT.pt [ACCELERATOR]
+    python tests/distributed/equivalence_worker.py STRATEGY DEVICES OUT.pt [ACCELERATOR [AGGREGATION]]
 
 STRATEGY: auto ddp fsdp deepspeed_zero2 deepspeed_zero3 (also fsdp_hybrid, fsdp_replicated_ref), each
 optionally with "+lora" (LoRA adapters on the policy: only they train, pi_ref = adapters off);
-ACCELERATOR: cpu (default) or gpu.
+ACCELERATOR: cpu (default) or gpu; AGGREGATION: sequence (default), token or constant.
 
 The batch: GROUPS groups of G rows (random prompts and completions, old and reference log-probs near
 the policy's own so that some ratios clip). With DEVICES processes, rank r takes groups
 [r * GROUPS / DEVICES, (r + 1) * GROUPS / DEVICES): equal rows per rank. With aggregation=sequence the
 loss is a mean over rows, so the mean of the ranks' gradients is the whole batch's gradient, and one
-SGD step must give the parameters one process gets with the whole batch. Gradient clipping is on and
-active (max norm below the gradient's), so the global norm under sharding is checked as well.
+SGD step must give the parameters one process gets with the whole batch. With aggregation=token the
+ranks hold different numbers of tokens; each divides its token sum by the step's count over all ranks
+(all-reduced by the module) over the world size, so the average of the ranks' gradients is again the
+whole batch's. Gradient clipping is on and active (max norm below the gradient's), so the global norm
+under sharding is checked as well.
 
 Also recorded, under the real strategy: the logged (rank-reduced) loss and grad norm; whether the
 frozen reference stayed equal to the starting policy; `copy_weights(policy, reference)`; greedy
@@ -97,11 +100,12 @@ class FixedRollout:
     def __init__(self, rollout: RolloutBatch):
         self.rollout = rollout
 
-    def __call__(self, policy, reference, problems, generator=None, need_old_logp=False) -> Rollout:
+    def __call__(self, policy, reference, problems, generator=None, need_old_logp=False, refill=None) -> Rollout:
         rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
         per_rank = GROUPS // world
         rows = torch.arange(rank * per_rank * G, (rank + 1) * per_rank * G)
         part = {k: v for k, v in self.rollout.rows(rows).items()}
+        self.tokens = int(part["completion_mask"].sum())  # this rank's tokens in the loss
         device = next(policy.parameters()).device
         return Rollout(RolloutBatch(**{k: None if v is None else v.to(device) for k, v in part.items()}), {}, {})
 
@@ -125,7 +129,7 @@ def with_lora(policy):
     return policy, lora
 
 
-def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -> None:
+def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu", aggregation: str = "sequence") -> None:
     strategy_name, _, variant = strategy_name.partition("+")
     policy, tokenizer = tiny_lm(seed=5)
     lora = None
@@ -135,7 +139,7 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     start = {k: v.clone() for k, v in policy.state_dict().items()}
     rollout = fixed_rollout(policy, len(tokenizer))
     module = GRPOModule(
-        policy, tokenizer, task=None, rollout=FixedRollout(rollout), loss=GRPOLoss(beta=0.04, epsilon=0.2, aggregation="sequence"),
+        policy, tokenizer, task=None, rollout=FixedRollout(rollout), loss=GRPOLoss(beta=0.04, epsilon=0.2, aggregation=aggregation),
         optimizer=functools.partial(torch.optim.SGD, lr=LR), lr_scheduler=None, log_samples=0, lora=lora,
     )
     trainer = L.Trainer(
@@ -145,7 +149,7 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu") -
     )
     trainer.fit(module, datamodule=OneUpdate())
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
-    result = {"metrics": metrics, "world": trainer.world_size}
+    result = {"metrics": metrics, "world": trainer.world_size, "tokens": _all_gather(module.rollout.tokens)}
 
     result["policy"] = full_state_dict(module.policy)  # collective: every rank
     if lora is not None:  # pi_ref = the policy's frozen base weights: unchanged by the update
@@ -219,4 +223,4 @@ def _all_gather(obj) -> list:
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:5])
+    main(sys.argv[1], int(sys.argv[2]), sys.argv[3], *sys.argv[4:6])

@@ -9,7 +9,9 @@
 - equivalence: one update on a fixed rollout batch, 2 processes with half the groups each (ddp, fsdp,
   ZeRO-2, ZeRO-3) vs 1 process with all of them: same parameters, same reduced loss and grad norm;
   plus the frozen reference, copy_weights, gathered generation and disjoint questions under each
-  strategy (tests/distributed/equivalence_worker.py).
+  strategy (tests/distributed/equivalence_worker.py); and with aggregation=token and uneven tokens per
+  rank (ddp), the step's token count all-reduced.
+- dynamic sampling under ddp with ranks drawing different numbers of generation batches: lock-step kept.
 """
 
 from __future__ import annotations
@@ -108,9 +110,26 @@ def test_deepspeed_zero3_pipeline_on_cpu(base_overrides, warm_cache, tmp_path):
     assert (out / "checkpoints" / "last.ckpt").is_dir() and (out / "train_ddp_process_1.log").exists()
 
 
+def test_dynamic_sampling_ranks_draw_their_own_batches_in_lock_step(base_overrides, tmp_path):
+    """grpo.dynamic_sampling under ddp: rank 0 finds no group with spread and draws all 1 + 2 generation
+    batches, rank 1 mostly fills its 4 groups from the first; the ranks' updates (and the step's one
+    token-count all-reduce) stay in lock-step, rank 0's updates have no token yet it logs the same keys as
+    rank 1 (their epoch-end sync is a collective: a mismatch used to hang), and the run finishes."""
+    out = tmp_path / "run"
+    train(["strategy=ddp", "grpo.steps=2", "grpo.aggregation=token", "grpo.minibatch_prompts=2", *base_overrides,
+           "reward._target_=distributed_testkit.SpreadOnRank1", "grpo.dynamic_sampling.enabled=true",
+           "grpo.dynamic_sampling.max_extra_batches=2", f"hydra.run.dir={out}"], tmp_path)
+    scalars = read_scalars(out / "tb")
+    # rank 0 always draws 3 batches and keeps 0 groups; rank 1 draws 1 to 3 and keeps up to 4 (digit shares may tie)
+    assert len(scalars["rollout/gen_batches"]) == 2 and all(2.0 <= v <= 3.0 for _, v in scalars["rollout/gen_batches"])
+    assert all(0.0 < v <= 2.0 for _, v in scalars["rollout/groups_kept"])
+    assert len(scalars["train/kl"]) == 2  # token statistics: rank 1 had tokens, rank 0 none, and the ranks still agreed
+    assert (out / "export").is_dir()
+
+
 # ---------------------------------------------------------------- one update: 2 processes == 1 process
-def worker(strategy: str, devices: int, out: Path) -> dict:
-    run_python([str(WORKER), strategy, str(devices), str(out)], out.parent)
+def worker(strategy: str, devices: int, out: Path, aggregation: str = "sequence") -> dict:
+    run_python([str(WORKER), strategy, str(devices), str(out), "cpu", aggregation], out.parent)
     return torch.load(out, weights_only=False)
 
 
@@ -144,6 +163,22 @@ def test_two_processes_update_like_one(one_process, strategy, tmp_path):
 
     rank0, rank1 = two["questions"]
     assert len(rank0) == len(rank1) == 12 and not set(rank0) & set(rank1)  # no question on both ranks
+
+
+@pytest.mark.parametrize("strategy", ["ddp"])
+def test_token_aggregation_two_processes_update_like_one(strategy, tmp_path):
+    """aggregation=token (DAPO) with uneven tokens per rank: each rank divides its token sum by the step's
+    count over both ranks / 2, so DDP's average of the gradients is the whole batch's sum / its count."""
+    one = worker("auto", 1, tmp_path / "token_auto.pt", aggregation="token")
+    two = worker(strategy, 2, tmp_path / f"token_{strategy}.pt", aggregation="token")
+    (total,), (rank0, rank1) = one["tokens"], two["tokens"]
+    assert rank0 != rank1 and rank0 + rank1 == total  # uneven: a per-rank token mean would differ from one process's
+    moved = max((one["policy"][k] - p).abs().max().item() for k, p in full_start().items())
+    assert moved > 1e-3
+    for name, value in one["policy"].items():
+        torch.testing.assert_close(two["policy"][name], value, rtol=1e-5, atol=1e-6)
+    assert two["metrics"]["train/loss"] == pytest.approx(one["metrics"]["train/loss"], rel=1e-5)
+    assert two["metrics"]["train/grad_norm"] == pytest.approx(one["metrics"]["train/grad_norm"], rel=1e-5)
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,15 @@ Each case runs 3 GRPO steps from one shared warm start, with settings under whic
 moves (a warm start that is right some of the time, lr 1e-3), and records:
 - every per-step `rollout/*`, `train/*` and `rm/*` metric (timings left out), and
 - a fingerprint of every trained parameter tensor: its sum and 32 strided values.
+
+Re-recorded on purpose (issue 13, item 5), those two entries only, the other four unchanged:
+- outcome_mu2_token_k2: "token" aggregation now divides each update's token sum by the token count of
+  the whole GRPO step (both mini-batches of the rollout, all ranks), not the update's own count; with 2
+  mini-batches per pass each update's loss and gradient are its share (~half) of the step's.
+- outcome_iterative_gspo_constant: "constant" aggregation now divides by rows x sampling.max_new_tokens
+  (32), not rows x the batch's longest completion (e.g. 23 at step 1: loss and grad norm x 23/32).
+With those two normalisations put back as they were (token: each update's own count; constant: the
+batch's width) both cases reproduce the earlier entries exactly.
 """
 
 from __future__ import annotations

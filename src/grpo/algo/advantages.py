@@ -27,11 +27,25 @@ def _float32_at_least(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def outcome_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4) -> Tensor:
+# grpo.scale_rewards: what the centred rewards are divided by (True and False are "group" and "none")
+SCALES = ("group", "batch", "none")
+
+
+def scale_name(scale: bool | str) -> str:
+    """True -> "group" (the paper), False -> "none" (Dr. GRPO), or one of SCALES as given."""
+    name = {True: "group", False: "none"}.get(scale, scale) if isinstance(scale, bool) else scale
+    if name not in SCALES:
+        raise ValueError(f"scale_rewards={scale!r} is not known; choose true (= group), false (= none) or one of {list(SCALES)}")
+    return name
+
+
+def outcome_advantages(rewards: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4) -> Tensor:
     """Outcome supervision: one reward per output, normalised inside its group.
 
-        A_i = (r_i - mean(r_group)) / (std(r_group) + eps)     (scale=True)
-        A_i =  r_i - mean(r_group)                             (scale=False, Dr. GRPO)
+        A_i = (r_i - mean(r_group)) / (std(r_group) + eps)     (scale=True or "group")
+        A_i = (r_i - mean(r_group)) / (std(r_all) + eps)       (scale="batch": std of all N rewards given,
+                                                                 TRL's scale_rewards="batch")
+        A_i =  r_i - mean(r_group)                             (scale=False or "none", Dr. GRPO)
 
     std is the sample std (Bessel's correction, as `torch.std`). Every token of output i gets A_i.
 
@@ -42,19 +56,22 @@ def outcome_advantages(rewards: Tensor, group_size: int, scale: bool = True, eps
     _check_groups(rewards.shape[0], group_size, eps)
     r = _float32_at_least(rewards).view(-1, group_size)  # [P, G]
     centered = r - r.mean(dim=1, keepdim=True)  # [P, G]
-    if scale:
-        centered = centered / (r.std(dim=1, keepdim=True) + eps)
+    std = {"group": lambda: r.std(dim=1, keepdim=True), "batch": lambda: r.std(), "none": lambda: None}[scale_name(scale)]()
+    if std is not None:
+        centered = centered / (std + eps)
     constant = (r == r[:, :1]).all(dim=1, keepdim=True)  # [P, 1]
     return torch.where(constant, torch.zeros_like(centered), centered).view(-1)
 
 
 def process_advantages(
-    step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool = True, eps: float = 1e-4
+    step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4
 ) -> Tensor:
     """Process supervision: step rewards normalised over the whole group, summed from t onwards.
 
         r~_i^index(j) = (r_i^index(j) - mean(R)) / (std(R) + eps)    R: all step rewards of the group
-        r~_i^index(j) =  r_i^index(j) - mean(R)                      (scale=False, Dr. GRPO)
+        r~_i^index(j) = (r_i^index(j) - mean(R)) / (std(R_all) + eps) (scale="batch": R_all, every step
+                                                                       reward of all N rows given)
+        r~_i^index(j) =  r_i^index(j) - mean(R)                      (scale=False or "none", Dr. GRPO)
         A_it = sum over steps j of row i with index(j) >= t of r~_i^index(j)
 
     std is the sample std (Bessel); a group with a single step reward, or all equal, gets 0.
@@ -82,7 +99,11 @@ def process_advantages(
     constant = torch.where(is_end, r, -big).amax(dim=1, keepdim=True) == torch.where(is_end, r, big).amin(
         dim=1, keepdim=True
     )  # [P, 1]: all step rewards equal (or a single one)
-    centered = (r - mean) / (std + eps) if scale else r - mean
+    how = scale_name(scale)
+    if how == "batch":  # the sample std of every marked step reward of the batch (0 with fewer than 2)
+        marked = r[is_end]
+        std = marked.std() if marked.numel() > 1 else torch.zeros((), dtype=r.dtype)
+    centered = r - mean if how == "none" else (r - mean) / (std + eps)
     normalised = torch.where(is_end & ~constant, centered, torch.zeros_like(r))
     normalised = normalised.view(n_rows, T)  # [N, T]
     return normalised.flip(1).cumsum(1).flip(1)  # reverse cumsum: sum over index(j) >= t
@@ -105,11 +126,13 @@ class AdvantageEstimator(Protocol):
 
 
 class OutcomeAdvantages:
-    """supervision=outcome: `outcome_advantages` of the per-output rewards."""
+    """supervision=outcome: `outcome_advantages` of the per-output rewards. scale: grpo.scale_rewards
+    (true/"group", "batch", false/"none"); an unknown value fails here, before any run starts."""
 
     needs_step_rewards: ClassVar[bool] = False
 
-    def __init__(self, scale: bool = True, eps: float = 1e-4):
+    def __init__(self, scale: bool | str = True, eps: float = 1e-4):
+        scale_name(scale)
         self.scale, self.eps = scale, eps
 
     def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
@@ -117,11 +140,12 @@ class OutcomeAdvantages:
 
 
 class ProcessAdvantages:
-    """supervision=process: `process_advantages` of the per-step rewards."""
+    """supervision=process: `process_advantages` of the per-step rewards (scale as OutcomeAdvantages)."""
 
     needs_step_rewards: ClassVar[bool] = True
 
-    def __init__(self, scale: bool = True, eps: float = 1e-4):
+    def __init__(self, scale: bool | str = True, eps: float = 1e-4):
+        scale_name(scale)
         self.scale, self.eps = scale, eps
 
     def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:

@@ -10,6 +10,8 @@ eps_low = None leaves the weight unbounded below (the paper's setting); eps_high
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -19,17 +21,19 @@ from grpo.algo.loss import kl_terms, masked_inputs, token_stats
 
 
 class CISPOLoss:
-    """Shapes as `grpo.algo.loss.grpo_loss`: logp, old_logp, ref_logp, mask [N, T]; advantages [N] or [N, T]."""
+    """Shapes as `grpo.algo.loss.grpo_loss`: logp, old_logp, ref_logp, mask [N, T]; advantages [N] or [N, T].
+    max_completion_len: the constant of "constant" aggregation (sampling.max_new_tokens)."""
 
     def __init__(self, epsilon_high: float = 0.2, epsilon_low: float | None = None, beta: float = 0.04,
-                 kl_estimator: str | KLEstimator = "k3", aggregation: str = "token"):
+                 kl_estimator: str | KLEstimator = "k3", aggregation: str = "token", max_completion_len: int | None = None):
         self.epsilon_high, self.epsilon_low, self.beta = epsilon_high, epsilon_low, beta
-        self.kl_estimator, self.aggregation = kl_estimator, aggregation
+        self.kl_estimator, self.aggregation, self.max_completion_len = kl_estimator, aggregation, max_completion_len
         get_aggregation(self.aggregation)
         get_kl_estimator(self.kl_estimator)
 
-    def __call__(self, logp, old_logp, ref_logp, advantages, mask) -> tuple[Tensor, dict[str, Tensor]]:
-        aggregate = get_aggregation(self.aggregation)
+    def __call__(self, logp, old_logp, ref_logp, advantages, mask, num_tokens=None) -> tuple[Tensor, dict[str, Tensor]]:
+        """num_tokens: what "token" aggregation divides by (the step's count, see grpo.algo.aggregation)."""
+        aggregate = functools.partial(get_aggregation(self.aggregation), num_tokens=num_tokens, max_len=self.max_completion_len)
         x = masked_inputs(logp, old_logp, ref_logp, advantages, mask, self.beta)
         ratio = torch.exp(x.logp - x.old_logp).detach()  # [N, T]
         low = 0.0 if self.epsilon_low is None else 1 - self.epsilon_low

@@ -10,13 +10,15 @@ aggregation), and only rho's gradient, the policy gradient, matters. Watch rewar
 clip fraction instead.
 
 A policy loss is a component (the `loss` config group): an object with `beta` (0: no reference
-model is kept) and `__call__(logp, old_logp, ref_logp, advantages, mask) -> (loss, stats)`.
+model is kept) and `__call__(logp, old_logp, ref_logp, advantages, mask, num_tokens=None) -> (loss, stats)`
+(`num_tokens`: the count "token" aggregation divides by, see grpo.algo.aggregation.token_normaliser).
 `GRPOLoss` here; `grpo.algo.cispo.CISPOLoss` is another. The helpers (`masked_inputs`, `kl_terms`,
 `token_stats`) are what a new loss reuses.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, NamedTuple
 
 import torch
@@ -116,6 +118,8 @@ def grpo_loss(
     kl_estimator: str | KLEstimator = "k3",
     aggregation: str = "sequence",
     ratio_level: str = "token",
+    max_len: int | None = None,
+    num_tokens: float | Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """GRPO loss (-J above) and detached scalar stats.
 
@@ -132,6 +136,10 @@ def grpo_loss(
     aggregation: "sequence" (the paper), "token" (DAPO) or "constant" (Dr. GRPO); see
         grpo.algo.aggregation. Under "sequence" rows with no masked token are left out of the mean
         over rows, so callers may drop whole rows (e.g. groups with zero reward spread) by masking them.
+    max_len: "constant" divides by N x max_len (the longest completion allowed, sampling.max_new_tokens);
+        None: N x T.
+    num_tokens: "token" divides by it (the GRPO step's token count, see aggregation.token_normaliser);
+        None: the masked tokens given here.
     ratio_level:
         "token":    rho_it per token (the paper).
         "sequence": GSPO (arXiv 2507.18071): s_i = exp(mean over row i's masked tokens of
@@ -147,7 +155,7 @@ def grpo_loss(
         clip_frac (their sum), ratio_mean, pg_loss (the clipped policy-gradient part of the loss
         alone), objective (J, = -loss).
     """
-    aggregate = get_aggregation(aggregation)
+    aggregate = functools.partial(get_aggregation(aggregation), num_tokens=num_tokens, max_len=max_len)
     if ratio_level not in RATIO_LEVELS:
         raise ValueError(f"unknown ratio_level {ratio_level!r}; valid choices: {list(RATIO_LEVELS)}")
     kl_fn = get_kl_estimator(kl_estimator)
@@ -178,20 +186,24 @@ def grpo_loss(
 
 
 class GRPOLoss:
-    """`grpo_loss` with its settings bound (conf/loss/grpo.yaml). `beta` = 0 keeps no reference model."""
+    """`grpo_loss` with its settings bound (conf/loss/grpo.yaml). `beta` = 0 keeps no reference model;
+    `max_completion_len` is the constant of "constant" aggregation (sampling.max_new_tokens)."""
 
     def __init__(self, epsilon: float = 0.2, epsilon_high: float | None = None, beta: float = 0.04,
-                 kl_estimator: str | KLEstimator = "k3", aggregation: str = "sequence", ratio_level: str = "token"):
+                 kl_estimator: str | KLEstimator = "k3", aggregation: str = "sequence", ratio_level: str = "token",
+                 max_completion_len: int | None = None):
         self.epsilon, self.epsilon_high, self.beta = epsilon, epsilon_high, beta
         self.kl_estimator, self.aggregation, self.ratio_level = kl_estimator, aggregation, ratio_level
+        self.max_completion_len = max_completion_len
         # unknown names fail at construction, before any run starts
         get_aggregation(self.aggregation)
         get_kl_estimator(self.kl_estimator)
         if self.ratio_level not in RATIO_LEVELS:
             raise ValueError(f"unknown ratio_level {self.ratio_level!r}; valid choices: {list(RATIO_LEVELS)}")
 
-    def __call__(self, logp, old_logp, ref_logp, advantages, mask) -> tuple[Tensor, dict[str, Tensor]]:
+    def __call__(self, logp, old_logp, ref_logp, advantages, mask, num_tokens=None) -> tuple[Tensor, dict[str, Tensor]]:
         return grpo_loss(
             logp, old_logp, ref_logp, advantages, mask, epsilon=self.epsilon, epsilon_high=self.epsilon_high,
             beta=self.beta, kl_estimator=self.kl_estimator, aggregation=self.aggregation, ratio_level=self.ratio_level,
+            max_len=self.max_completion_len, num_tokens=num_tokens,
         )

@@ -6,6 +6,13 @@ mini-batches of whole groups: item k is this rank's questions of the step (`Step
 the update's index and the groups it trains on. The groups themselves are sampled, scored and turned
 into advantages by the LightningModule's rollout at the step's first update (GRPOModule). Question
 order is a function of (seed, epoch, rank), so a resumed run replays exactly what it would have done.
+
+Dynamic sampling (DAPO, arXiv 2503.14476, Sec 3.2; off by default): the step's questions come with a
+`Refill`, up to `max_extra_batches` further batches of `prompts_per_step` questions, which the rollout
+draws from while too few of its groups have reward spread; the update then holds `dynamic_groups`
+groups (the mini-batch plan is over those). The extra questions are a function of (seed, epoch, rank)
+too: a seeded permutation of the training pool per step, sliced by rank and batch (no question on two
+ranks; one may repeat a question of the step's first batch).
 """
 
 from __future__ import annotations
@@ -18,16 +25,27 @@ from torch.utils.data import DataLoader
 from grpo.data.minibatches import minibatch_plan
 
 
+class Refill:
+    """Dynamic sampling's question supply for one step on one rank: `batches`, up to max_extra_batches
+    further generation batches of questions (drawn in order, only while needed), and `groups`, the
+    informative groups the update holds (the mini-batch plan's groups)."""
+
+    def __init__(self, batches: list[list], groups: int):
+        self.batches, self.groups = batches, groups
+
+
 class StepQuestions:
     """This rank's questions of a GRPO step (`questions`: Problems), served as policy update `update` of `updates`.
 
-    groups: [minibatch groups] long, sorted: the questions (= groups) this update trains on.
+    groups: [minibatch groups] long, sorted: the groups of the step's rollout this update trains on.
+    refill: a `Refill` under dynamic sampling, else None.
     A plain object, not a collection, so Lightning and every strategy pass it to the module as it is
     (nothing in it is moved or converted; the rollout tokenizes the questions onto the device).
     """
 
-    def __init__(self, questions, update: int, updates: int, groups: Tensor):
+    def __init__(self, questions, update: int, updates: int, groups: Tensor, refill: Refill | None = None):
         self.questions, self.update, self.updates, self.groups = list(questions), update, updates, groups
+        self.refill = refill
 
 
 def as_is(item):
@@ -46,11 +64,17 @@ class RolloutDataModule(L.LightningDataModule):
         val_prompts: int = 1000,
         val_batch_size: int = 250,
         seed: int = 0,
+        dynamic_sampling: bool = False,
+        max_extra_batches: int = 0,
+        dynamic_groups: int | None = None,
     ):
         super().__init__()
         self.task = task
         self.prompts_per_step, self.mu = prompts_per_step, mu
-        self.minibatch_prompts = minibatch_prompts or prompts_per_step
+        self.dynamic_sampling, self.max_extra_batches = dynamic_sampling, max_extra_batches
+        # the groups each step's update holds: prompts_per_step, or dynamic sampling's target
+        self.update_groups = (dynamic_groups or prompts_per_step) if dynamic_sampling else prompts_per_step
+        self.minibatch_prompts = minibatch_prompts or self.update_groups
         self.val_prompts, self.val_batch_size, self.seed = val_prompts, val_batch_size, seed
 
     # ---- which questions
@@ -84,6 +108,18 @@ class RolloutDataModule(L.LightningDataModule):
             picked.append(self.train_pool[int(order[offset])])
         return picked
 
+    def extra_questions(self, epoch: int, rank: int = 0, world: int = 1) -> list[list]:
+        """Dynamic sampling's further batches for `epoch` on `rank`: max_extra_batches lists of prompts_per_step
+        questions. Batch j is the slice ((j * world + rank) * prompts_per_step, + prompts_per_step) of a
+        permutation of the pool seeded by (seed, epoch), wrapping around a small pool."""
+        g = torch.Generator().manual_seed((self.seed * 7919 + epoch) * 104_729 + 1)
+        order = torch.randperm(len(self.train_pool), generator=g)
+        n = self.prompts_per_step
+        return [
+            [self.train_pool[int(order[pos % len(order)])] for pos in range((j * world + rank) * n, (j * world + rank + 1) * n)]
+            for j in range(self.max_extra_batches)
+        ]
+
     def _permutation(self, pass_idx: int) -> torch.Tensor:
         cache = getattr(self, "_perm_cache", None)
         if cache is None or cache[0] != pass_idx:
@@ -95,8 +131,9 @@ class RolloutDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch
         questions = self.questions(epoch, *self._rank_world())
-        plan = minibatch_plan(self.prompts_per_step, self.minibatch_prompts, self.mu, seed=self.seed + epoch)
-        items = [StepQuestions(questions, k, len(plan), groups) for k, groups in enumerate(plan)]
+        refill = Refill(self.extra_questions(epoch, *self._rank_world()), self.update_groups) if self.dynamic_sampling else None
+        plan = minibatch_plan(self.update_groups, self.minibatch_prompts, self.mu, seed=self.seed + epoch)
+        items = [StepQuestions(questions, k, len(plan), groups, refill) for k, groups in enumerate(plan)]
         return DataLoader(items, batch_size=None, shuffle=False, collate_fn=as_is)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

@@ -8,6 +8,11 @@
 `GroupRollout` is built from the config (`rollout:` in conf/train.yaml, with the `sampling` group's
 engine and the `supervision` group's advantage estimator), given the bound reward source, and owned
 by `GRPOModule`, which calls it once per GRPO step.
+
+Length control (`mask_truncated`) changes only which tokens enter the loss. Dynamic sampling (DAPO,
+arXiv 2503.14476, Sec 3.2; a `refill` from the data module) draws further generation batches while too
+few groups have reward spread and keeps a fixed number of groups (`select_groups`, `merge_groups`);
+advantages are computed per generation batch as it is drawn (scale_rewards=batch: over that batch).
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import torch
 from torch import Tensor
 
 from grpo.models.adapters import reference_model
-from grpo.rewards.combine import WeightedRewards
+from grpo.rewards.combine import Scores, WeightedRewards
 from grpo.rollout.batch import RolloutBatch
+from grpo.rollout.dynamic_sampling import Draw, merge_groups, select_groups
 from grpo.rollout.engine import RolloutEngine, sample_problems
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
@@ -56,17 +62,22 @@ class GroupRollout:
 
     skip_zero_spread: leave rows of groups whose advantages are all 0 out of the update (their
         completion_mask is all False), so they dilute nothing.
+    mask_truncated: leave completions that hit max_new_tokens without EOS out of the loss (their
+        completion_mask is all False; TRL's mask_truncated_completions). They still count in their
+        group's reward mean and std, so the other completions' advantages are as without it.
     invalid_reward: "error" stops the run at a NaN/inf/non-numeric reward; "zero" counts it as 0.
     logprob_chunk: rows per forward pass when computing old/reference log-probs.
     """
 
     def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
-                 skip_zero_spread: bool = True, invalid_reward: str = "error", logprob_chunk: int = 256):
+                 skip_zero_spread: bool = True, mask_truncated: bool = False, invalid_reward: str = "error",
+                 logprob_chunk: int = 256):
         if invalid_reward not in INVALID_REWARD:
             raise ValueError(f"rollout.invalid_reward={invalid_reward!r}: choose one of {INVALID_REWARD}")
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
+        self.mask_truncated = mask_truncated
 
     @property
     def temperature(self) -> float:
@@ -74,26 +85,29 @@ class GroupRollout:
 
     @torch.no_grad()
     def __call__(self, policy, reference, problems, generator: torch.Generator | None = None,
-                 need_old_logp: bool = False) -> Rollout:
-        """The rollout of `problems` from `policy` (pi_old); `reference` None when the loss has no KL term."""
-        G = self.group_size
-        t0 = time.perf_counter()
-        self.engine.load_weights(policy)
-        prompt_ids, prompt_mask, out = sample_problems(
-            self.engine, self.tokenizer, problems, device=next(policy.parameters()).device, num_samples=G, generator=generator
-        )
-        t_gen = time.perf_counter() - t0
+                 need_old_logp: bool = False, refill=None) -> Rollout:
+        """The rollout of `problems` from `policy` (pi_old); `reference` None when the loss has no KL term.
 
-        t1 = time.perf_counter()
-        group_problems = [p for p in problems for _ in range(G)]
-        texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
-        correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
-        rewards, step_rewards, step_end_mask, scores = self._score(group_problems, texts, out)
-        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
-        row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
-        group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
-        keep = group_has_signal.repeat_interleave(G) if self.skip_zero_spread else torch.ones_like(row_has_signal)
-        t_score = time.perf_counter() - t1
+        refill: None, or dynamic sampling's question supply (grpo.data.rollout_datamodule.Refill): further
+            generation batches are drawn, in order, while fewer than `refill.groups` groups have reward
+            spread (at most len(refill.batches) of them); see `select_groups` for what the update holds.
+        """
+        G = self.group_size
+        self.engine.load_weights(policy)
+        device = next(policy.parameters()).device
+        draws = [self._draw(problems, device, generator)]
+        if refill is not None:
+            while sum(int(d.group_has_signal.sum()) for d in draws) < refill.groups and len(draws) <= len(refill.batches):
+                draws.append(self._draw(refill.batches[len(draws) - 1], device, generator))
+            prompt_ids, prompt_mask, out, advantages, keep_groups = merge_groups(
+                draws, select_groups([d.group_has_signal for d in draws], refill.groups), G, self.tokenizer.pad_token_id
+            )
+            keep = keep_groups.repeat_interleave(G)  # only informative groups enter the loss; fillers are masked
+        else:
+            (d,) = draws
+            prompt_ids, prompt_mask, out, advantages = d.prompt_ids, d.prompt_mask, d.out, d.advantages
+            keep = d.group_has_signal.repeat_interleave(G) if self.skip_zero_spread else torch.ones(len(d.rewards), dtype=torch.bool)
+        t_gen, t_score = sum(d.t_gen for d in draws), sum(d.t_score for d in draws)
 
         t2 = time.perf_counter()
         input_ids = torch.cat([prompt_ids.repeat_interleave(G, 0), out.ids], dim=1)  # [N, P+T]
@@ -109,16 +123,22 @@ class GroupRollout:
         t_logp = time.perf_counter() - t2
 
         device = input_ids.device
+        in_loss = keep & ~out.truncated.cpu() if self.mask_truncated else keep  # [N] rows whose tokens enter the loss
         batch = RolloutBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            completion_mask=out.mask & keep.to(device)[:, None],
+            completion_mask=out.mask & in_loss.to(device)[:, None],
             advantages=advantages.to(device),
             old_logp=old_logp,
             ref_logp=ref_logp,
         )
-        n_tokens = int(out.mask.sum())
-        lengths = out.mask.sum(-1).float()
+        # the policy's behaviour over every completion drawn; the update's advantages over the rows it holds
+        rewards = torch.cat([d.rewards for d in draws])
+        correct = torch.cat([d.correct for d in draws])
+        lengths = torch.cat([d.out.mask.sum(-1).float().cpu() for d in draws])
+        truncated = torch.cat([d.out.truncated.float().cpu() for d in draws])
+        group_has_signal = torch.cat([d.group_has_signal for d in draws])
+        n_tokens = int(lengths.sum())
         nonzero = advantages[advantages != 0]
         stats = {
             "reward_mean": rewards.mean().item(),
@@ -127,15 +147,42 @@ class GroupRollout:
             "adv_std": nonzero.std().item() if nonzero.numel() > 1 else 0.0,
             "adv_abs_mean": advantages.abs().mean().item(),
             "completion_len": lengths.mean().item(),
-            "truncated_frac": out.truncated.float().mean().item(),
+            "truncated_frac": truncated.mean().item(),
             "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
-            "groups_updated": float(int(group_has_signal.sum()) if self.skip_zero_spread else len(problems)),
+            "groups_updated": float(int(keep.view(-1, G)[:, 0].sum()) if refill is not None or self.skip_zero_spread else len(problems)),
         }
+        if refill is not None:
+            stats["gen_batches"] = float(len(draws))  # generation batches drawn this step (1 + extra)
+            stats["groups_kept"] = stats["groups_updated"]  # informative groups the update holds (at most refill.groups)
+        scores = Scores(components={name: [v for d in draws for v in d.scores.components[name]] for name in draws[0].scores.components},
+                        invalid=sum(d.scores.invalid for d in draws))  # every completion drawn, in the samples' order
         stats |= {f"reward/{name}": mean for name, mean in scores.means().items()}  # rollout/reward/<component>
         if self.invalid_reward == "zero":
             stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
-        return Rollout(batch, stats, timings, list(zip(group_problems, texts, rewards.tolist())), scores.components)
+        samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
+        return Rollout(batch, stats, timings, samples, scores.components)
+
+    def _draw(self, problems, device, generator) -> Draw:
+        """One generation batch: G completions of each of `problems`, scored, with their advantages."""
+        G = self.group_size
+        t0 = time.perf_counter()
+        prompt_ids, prompt_mask, out = sample_problems(
+            self.engine, self.tokenizer, problems, device=device, num_samples=G, generator=generator
+        )
+        t_gen = time.perf_counter() - t0
+
+        t1 = time.perf_counter()
+        group_problems = [p for p in problems for _ in range(G)]
+        texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
+        correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
+        rewards, step_rewards, step_end_mask, scores = self._score(group_problems, texts, out)
+        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
+        row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
+        group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
+        t_score = time.perf_counter() - t1
+        return Draw(group_problems, texts, prompt_ids, prompt_mask, out, rewards, correct, advantages, group_has_signal,
+                    scores, t_gen, t_score)
 
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
