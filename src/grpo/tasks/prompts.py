@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from grpo.tasks.base import Problem, Task
+from grpo.tasks.base import Problem, Task, verified
 
 
 def conversation(problem: Problem) -> list[dict]:
@@ -127,7 +127,7 @@ class FormattedTask(Task):
         return self.task.extract_answer(completion)
 
     def verify(self, problem: Problem, completion: str) -> bool:
-        return self.task.verify(self.original(problem), completion)
+        return verified(self.task, self.original(problem), completion)  # a non-bool is named with the task's own class
 
     def step_rewards(self, problem: Problem, completion: str) -> list[tuple[int, float]]:
         return self.task.step_rewards(self.original(problem), completion)
