@@ -127,6 +127,20 @@ def test_dynamic_sampling_ranks_draw_their_own_batches_in_lock_step(base_overrid
     assert (out / "export").is_dir()
 
 
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_lora_checkpointing_bf16_train_on_two_processes(strategy, base_overrides, warm_cache, tmp_path):
+    """adapter=lora + model.gradient_checkpointing + trainer.precision=bf16-mixed under a 2-process strategy: the run
+    trains (the merged export differs from the start), exports one plain checkpoint, and logs finite losses."""
+    out = tmp_path / "run"
+    train([f"strategy={strategy}", *base_overrides, *SIGNAL, "adapter=lora", "adapter.r=4", "optimizer.lr=1e-2",
+           "model.gradient_checkpointing=true", "trainer.precision=bf16-mixed", f"hydra.run.dir={out}"], tmp_path)
+    start, final = parameters(warm_start(warm_cache)), parameters(out / "export")
+    assert set(final) == set(start)  # a plain transformers checkpoint: the adapters merged in
+    assert any(not torch.equal(final[k], start[k]) for k in start)
+    losses = read_scalars(out / "tb")["train/loss"]
+    assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for _, v in losses)
+
+
 # ---------------------------------------------------------------- one update: 2 processes == 1 process
 def worker(strategy: str, devices: int, out: Path, aggregation: str = "sequence") -> dict:
     run_python([str(WORKER), strategy, str(devices), str(out), "cpu", aggregation], out.parent)
