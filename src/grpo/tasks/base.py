@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+import random
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -71,3 +72,17 @@ def verified(task: Task, problem: Problem, completion: str) -> bool:
         f"{type(task).__qualname__}.verify must return a bool (True: the answer is right), got {type(value).__name__} "
         f"{value!r} for the completion {completion[:60]!r}"
     )
+
+
+def split_off(problems: list[Problem], fraction: float, seed: int) -> tuple[list[Problem], list[Problem]]:
+    """(rest, held out): a seeded `fraction` of `problems` held out, both in their original order."""
+    order = list(range(len(problems)))
+    random.Random(seed).shuffle(order)
+    held = set(order[: round(len(problems) * fraction)])
+    return [p for i, p in enumerate(problems) if i not in held], [p for i, p in enumerate(problems) if i in held]
+
+
+def draw(pool: list[Problem], n: int, seed: int) -> list[Problem]:
+    """`n` problems of `pool`, seeded: without replacement when the pool holds enough, else with."""
+    rng = random.Random(seed)
+    return rng.sample(pool, n) if n <= len(pool) else rng.choices(pool, k=n)

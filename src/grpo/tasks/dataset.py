@@ -16,12 +16,11 @@ Held-out accuracy, pass@k and maj@k judge the final answer by math-verify (grpo.
 from __future__ import annotations
 
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 from .answers import after_hashes, equivalent, final_answer, last_boxed
-from .base import Problem, Task
+from .base import Problem, Task, draw, split_off
 
 BUILDERS = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet", ".arrow": "arrow"}
 
@@ -113,11 +112,7 @@ class DatasetTask(Task):
             other = _load(heldout_path, name=name, where="task.heldout_path")
             heldout = self._problems(_split(other, None, "task.heldout_path"), f"task.heldout_path={heldout_path}")
         else:
-            order = list(range(len(train)))
-            random.Random(seed).shuffle(order)
-            held = set(order[: round(len(train) * heldout_fraction)])
-            heldout = [p for i, p in enumerate(train) if i in held]
-            train = [p for i, p in enumerate(train) if i not in held]
+            train, heldout = split_off(train, heldout_fraction, seed)
         held_prompts = {p.prompt for p in heldout}
         self._train = [p for p in train if p.prompt not in held_prompts]
         self._heldout = heldout
@@ -170,9 +165,7 @@ class DatasetTask(Task):
 
     def sft_examples(self, n: int, seed: int) -> list[tuple[str, str]]:
         """`n` (prompt, worked solution) pairs from the train split (without replacement when possible)."""
-        rng = random.Random(seed)
-        picked = rng.sample(self._train, n) if n <= len(self._train) else rng.choices(self._train, k=n)
-        return [(p.prompt, p.solution) for p in picked]
+        return [(p.prompt, p.solution) for p in draw(self._train, n, seed)]
 
     def extract_answer(self, completion: str) -> str | None:
         return final_answer(completion)

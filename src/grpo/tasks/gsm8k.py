@@ -7,12 +7,11 @@ Each line is ``{"question": ..., "answer": ...}`` where the answer is a worked s
 from __future__ import annotations
 
 import json
-import random
 import re
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
-from .base import Problem, Task
+from .base import Problem, Task, draw, split_off
 from .numbers import MAX_NUM_CHARS as _MAX_NUM_CHARS
 from .numbers import NUM as _NUM
 from .numbers import NUMBER_RE as _NUMBER_RE
@@ -111,12 +110,7 @@ class GSM8KTask(Task):
         if heldout_path is not None:
             heldout = self._load(heldout_path)
         else:
-            order = list(range(len(train)))
-            random.Random(seed).shuffle(order)
-            n_held = round(len(train) * heldout_fraction)
-            held_idx = set(order[:n_held])
-            heldout = [p for i, p in enumerate(train) if i in held_idx]
-            train = [p for i, p in enumerate(train) if i not in held_idx]
+            train, heldout = split_off(train, heldout_fraction, seed)
         held_prompts = {p.prompt for p in heldout}
         self._train = [p for p in train if p.prompt not in held_prompts]
         self._heldout = heldout
@@ -174,9 +168,7 @@ class GSM8KTask(Task):
 
     def sft_examples(self, n: int, seed: int) -> list[tuple[str, str]]:
         """`n` (prompt, " " + solution) pairs from the train split (without replacement if possible)."""
-        rng = random.Random(seed)
-        picked = rng.sample(self._train, n) if n <= len(self._train) else rng.choices(self._train, k=n)
-        return [(p.prompt, " " + p.solution) for p in picked]
+        return [(p.prompt, " " + p.solution) for p in draw(self._train, n, seed)]
 
     def extract_answer(self, completion: str) -> str | None:
         """Normalised number after the last ``####``; else the last number in the text; else None."""
