@@ -1,6 +1,6 @@
 """Real-shaped parts to try the "your own model and data" path offline, in seconds:
 
-    python scripts/make_demo_parts.py --out outputs/demo
+    python scripts/make_demo_parts.py --out outputs/demo --num-ops 1 --max-operand 50 --train-size 3000 --test-size 150
 
 writes
 - `<out>/model/`: a small Qwen2-shaped causal LM (random weights, built from a transformers config) and a
@@ -11,11 +11,7 @@ writes
   a needed carry or borrow is dropped with probability `--flaw-prob` (so that a model warm-started on it
   is right some of the time: the starting point GRPO needs).
 
-Then, e.g. (README, "Your own model and data"):
-
-    python train.py model=hf model.name_or_path=outputs/demo/model model.warmstart_steps=300 \\
-        task=dataset task.path=outputs/demo/data/train.parquet task.heldout_path=outputs/demo/data/test.parquet \\
-        task.solution_column=solution prompt=chat reward=math
+Then train on them: the command and what it measured are in README, "Your own model and data".
 """
 
 from __future__ import annotations
