@@ -1,16 +1,20 @@
 """Summarise sweeps: read each job's TensorBoard log, print a table (mean ± std over seeds), save a plot.
 
     python scripts/results.py outputs/multirun/<time> [more sweeps...] [--out results.png]
+    python scripts/results.py <sweeps...> --compare "supervision=outcome" "supervision=process"
 
 A cell is the jobs whose Hydra overrides are equal once `seed` is left out; overrides shared by every
 job are printed once above the table. Each cell shows, over its seeds, the mean ± std of the held-out
-metrics before RL (the first evaluation) and after (the last one), and their difference; the plot
+metrics before RL (the first evaluation) and after (the last one, with the lowest and highest seed), and their
+difference. --compare A B tests whether two cells' final greedy accuracies differ (an exact permutation test over
+their seeds: no distribution assumed, sound for 5 seeds a cell). The plot
 (needs matplotlib: `pip install -e .[analysis]`) shows each cell's mean greedy accuracy per step.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import statistics
 import sys
 from collections import defaultdict
@@ -46,11 +50,26 @@ def collect(sweeps: list[Path]) -> tuple[list[str], dict[str, list[Series]]]:
     return common, dict(cells)
 
 
-def fmt(values: list[float]) -> str:
+def fmt(values: list[float], with_range: bool = False) -> str:
+    """In points: mean ± std over the seeds, and with_range: the lowest and highest seed, `[min, max]`."""
     if not values:
         return "-"
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
+    text = f"{100 * statistics.mean(values):.1f} ± {100 * spread:.1f}"
+    return text + f" [{100 * min(values):.1f}, {100 * max(values):.1f}]" if with_range else text
+
+
+def permutation_test(a: list[float], b: list[float]) -> tuple[float, float]:
+    """(mean(a) - mean(b), two-sided p): the exact permutation test over every split of a + b into groups of len(a)
+    and len(b) seeds; p is the share of splits whose difference of means is at least as large in size."""
+    pooled, observed = a + b, statistics.mean(a) - statistics.mean(b)
+    splits = list(itertools.combinations(range(len(pooled)), len(a)))
+    extreme = 0
+    for chosen in splits:
+        left = [pooled[i] for i in chosen]
+        right = [pooled[i] for i in range(len(pooled)) if i not in set(chosen)]
+        extreme += abs(statistics.mean(left) - statistics.mean(right)) >= abs(observed) - 1e-12
+    return observed, extreme / len(splits)
 
 
 def held_out_metrics(cells: dict[str, list[Series]]) -> list[str]:
@@ -71,13 +90,25 @@ def table(cells: dict[str, list[Series]], metrics=None) -> str:
         row = [name, str(len(runs))]
         for metric in metrics:
             done = [run[metric] for run in runs if len(run.get(metric, [])) >= 2]
-            row += [fmt([s[0][1] for s in done]), fmt([s[-1][1] for s in done]), fmt([s[-1][1] - s[0][1] for s in done])]
+            row += [fmt([s[0][1] for s in done]), fmt([s[-1][1] for s in done], with_range=True),
+                    fmt([s[-1][1] - s[0][1] for s in done])]
         rows.append(row)
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |"]
     lines.append("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def compare(cells: dict[str, list[Series]], a: str, b: str, metric: str = "val/accuracy") -> str:
+    """A line: how far cell a's final `metric` is from cell b's (points), with the permutation test's p."""
+    unknown = [name for name in (a, b) if name not in cells]
+    if unknown:
+        raise SystemExit(f"No cell named {unknown}; the cells are: {sorted(cells)}")
+    final = {name: [run[metric][-1][1] for run in cells[name] if run.get(metric)] for name in (a, b)}
+    diff, p = permutation_test(final[a], final[b])
+    return (f"{metric} after: [{a}] - [{b}] = {100 * diff:+.1f} points over {len(final[a])} and {len(final[b])} seeds, "
+            f"exact permutation test p = {p:.3f}")
 
 
 def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy") -> None:
@@ -110,6 +141,9 @@ def main() -> None:
     parser.add_argument("sweeps", nargs="+", type=Path, help="multirun folders (outputs/multirun/<time>)")
     parser.add_argument("--out", type=Path, default=Path("results.png"), help="where the plot goes")
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
+    parser.add_argument("--compare", nargs=2, action="append", metavar=("CELL_A", "CELL_B"), default=[],
+                        help="two cells' names as the table prints them: the difference of their mean final "
+                             "val/accuracy and the exact permutation test's p over their seeds (repeatable)")
     args = parser.parse_args()
     missing = [str(s) for s in args.sweeps if not s.is_dir()]
     if missing:
@@ -118,6 +152,8 @@ def main() -> None:
     if common:
         print("every job: " + " ".join(common))
     print(table(cells))
+    for a, b in args.compare:
+        print(compare(cells, a, b))
     if not args.no_plot:
         plot(cells, args.out)
 

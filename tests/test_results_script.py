@@ -47,9 +47,27 @@ def test_table_groups_seeds_and_reports_before_after_change(tmp_path, results):
     outcome = next(line for line in lines if line.startswith("| supervision=outcome"))
     cols = [c.strip() for c in outcome.strip("|").split("|")]
     # accuracy: before 50 ± 0, after mean(70, 90) = 80 ± 14.1, change 30 ± 14.1; maj@4 is half of it
-    assert cols[1:] == ["2", "50.0 ± 0.0", "80.0 ± 14.1", "30.0 ± 14.1", "25.0 ± 0.0", "40.0 ± 7.1", "15.0 ± 7.1"]
+    # "after" also gives the lowest and highest seed
+    assert cols[1:] == ["2", "50.0 ± 0.0", "80.0 ± 14.1 [70.0, 90.0]", "30.0 ± 14.1", "25.0 ± 0.0", "40.0 ± 7.1 [35.0, 45.0]",
+                        "15.0 ± 7.1"]
     process = next(line for line in lines if line.startswith("| supervision=process"))
-    assert [c.strip() for c in process.strip("|").split("|")][1:5] == ["1", "40.0 ± 0.0", "40.0 ± 0.0", "0.0 ± 0.0"]
+    assert [c.strip() for c in process.strip("|").split("|")][1:5] == ["1", "40.0 ± 0.0", "40.0 ± 0.0 [40.0, 40.0]", "0.0 ± 0.0"]
+
+    # outcome's final accuracies 70, 90 against process's 40: +40 points; of the 3 ways to pick 1 of the 3 runs as
+    # "process" only 40 alone reaches 40 in size (90 alone: 55 - 90 = -35; 70 alone: 65 - 70 = -5): p = 1/3
+    assert results.compare(cells, "supervision=outcome", "supervision=process") == (
+        "val/accuracy after: [supervision=outcome] - [supervision=process] = +40.0 points over 2 and 1 seeds, "
+        "exact permutation test p = 0.333")
+    with pytest.raises(SystemExit, match="No cell named"):
+        results.compare(cells, "supervision=outcome", "supervision=rloo")
+
+
+def test_permutation_test_by_hand(results):
+    # 1,2,3 vs 4,5,6: difference -3; of the 20 ways to split six values 3 / 3 only the two extreme splits reach |3|
+    diff, p = results.permutation_test([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])
+    assert diff == pytest.approx(-3.0) and p == pytest.approx(2 / 20)
+    # equal groups: every split is as extreme as the observed 0
+    assert results.permutation_test([1.0, 1.0], [1.0, 1.0]) == (0.0, 1.0)
 
 
 def test_an_empty_folder_gives_a_clear_error(tmp_path, results):
