@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
+from grpo.pipeline import load_policy
 from grpo.rewards.verifier import VerifierReward
 
 REPO = Path(__file__).resolve().parents[1]
@@ -192,8 +192,7 @@ def worker_trl(args) -> dict:
 
     from grpo.tasks.base import Problem
     cfg = make_config(args, tempfile.mkdtemp(prefix="bench-trl-"))
-    task = instantiate(cfg.task)  # task, model and questions as pipeline.build gets them, without our module
-    policy, tokenizer = instantiate(cfg.model).load(task, task_key=OmegaConf.to_yaml(cfg.task))
+    task, policy, tokenizer = load_policy(cfg)  # task, model and questions as pipeline.build gets them, without our module
     datamodule = instantiate(cfg.data, task=task)
     datamodule.setup()
     pool = [q for step in range(args.steps) for q in datamodule.questions(step)]  # this project's questions, in order

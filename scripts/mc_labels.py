@@ -28,9 +28,9 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 
 import grpo.quiet  # noqa: F401  (third-party tips)
+from grpo.pipeline import load_policy
 from grpo.rewards.learned.data import RMExample, split_by_prompt
 from grpo.rewards.learned.mc_labels import PolicyCompleter, monte_carlo_labels
 from grpo.rewards.learned.network import build_reward_model
@@ -97,8 +97,8 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
         cfg = compose(config_name="train", overrides=overrides)
     torch.manual_seed(args.seed)
-    task, segmenter = instantiate(cfg.task), instantiate(cfg.steps)
-    policy, tokenizer = instantiate(cfg.model).load(task, task_key=OmegaConf.to_yaml(cfg.task))
+    segmenter = instantiate(cfg.steps)
+    task, policy, tokenizer = load_policy(cfg)  # the warm start `python train.py` builds and caches
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     policy = policy.to(device).eval()
     s = cfg.sampling

@@ -12,7 +12,8 @@ import torch
 from hydra.utils import instantiate
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from grpo.pipeline import build, run, warm_start_key
+from grpo.pipeline import build, load_policy, run, warm_start_key
+from grpo.tasks.prompts import FormattedTask
 from grpo_testkit import compose_config, read_scalars
 
 # Rewards that differ inside each group whatever the policy (so these smoke runs never depend on the warm
@@ -86,6 +87,20 @@ def test_debug_default_makes_real_updates_with_the_verifier(base_overrides, tmp_
     updated = dict(scalars["rollout/groups_updated"])
     assert len(updated) == 2 and all(v >= 1 for v in updated.values()), updated  # groups with reward spread, each step
     assert {step for step, _ in scalars["train/ratio_mean"]} == {step for step, v in updated.items() if v > 0}
+
+
+def test_load_policy_is_the_runs_warm_start(debug_run):
+    """Scripts (mc_labels.py, bench.py) load the policy with pipeline.load_policy: the run's cached warm start, the
+    task seen through the prompt format; no second warm start under another key."""
+    cache = Path(debug_run.cfg.model.cache_dir)
+    entries = sorted(cache.iterdir())
+    task, policy, tokenizer = load_policy(debug_run.cfg)
+    assert sorted(cache.iterdir()) == entries
+    warm = parameters(warm_start_dir(debug_run.cfg))
+    assert warm.keys() == dict(policy.named_parameters()).keys()
+    assert all(torch.equal(p, warm[name]) for name, p in policy.named_parameters())
+    assert isinstance(task, FormattedTask) and task.heldout_problems()
+    assert tokenizer.padding_side == "left"
 
 
 def test_evaluations_are_logged_at_the_updates_done(debug_run):

@@ -53,6 +53,20 @@ def warm_start_key(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt)
 
 
+def formatted_task(task, prompt, source):
+    """The task as the policy sees it: its problems rendered by the prompt format, bound to the source's tokenizer."""
+    return FormattedTask(task, prompt.bind(source.tokenizer(task)))
+
+
+def load_policy(cfg: DictConfig):
+    """(task as the policy sees it, policy, tokenizer) as `build` gets them, the same warm-start cache entry
+    included: for scripts that need the policy without the training module (scripts/mc_labels.py, bench.py)."""
+    source = instantiate_clearly(cfg.model)
+    task = formatted_task(instantiate_task(cfg.task), instantiate_clearly(cfg.prompt), source)
+    policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
+    return task, policy, tokenizer
+
+
 def build(cfg: DictConfig):
     """(module, datamodule, trainer) for `cfg`; raises ConfigError on settings that cannot work.
 
@@ -72,7 +86,7 @@ def build(cfg: DictConfig):
     if cfg.rm_schedule.get("_target_"):  # static: nothing; iterative: Algorithm 1's outer loop, a Callback
         callbacks.append(instantiate_clearly(cfg.rm_schedule))
     source = instantiate_clearly(cfg.model)
-    task = FormattedTask(task, prompt.bind(source.tokenizer(task)))  # the problems as the policy sees them
+    task = formatted_task(task, prompt, source)  # the problems as the policy sees them
     datamodule = instantiate_clearly(cfg.data, task=task)
     policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
     lora = instantiate_clearly(cfg.adapter) if cfg.get("adapter") and cfg.adapter.get("_target_") else None
