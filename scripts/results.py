@@ -1,7 +1,7 @@
 """Summarise sweeps: read each job's TensorBoard log, print a table (mean ± std over seeds), save a plot.
 
     python scripts/results.py outputs/multirun/<time> [more sweeps...] [--out results.png]
-    python scripts/results.py <sweeps...> --compare "supervision=outcome" "supervision=process"
+    python scripts/results.py <sweeps...> --compare "supervision=outcome" "supervision=process" [--at-step 50]
 
 A cell is the jobs whose Hydra overrides are equal once `seed` is left out; overrides shared by every
 job are printed once above the table. Each cell shows, over its seeds, the mean ± std of the held-out
@@ -100,14 +100,23 @@ def table(cells: dict[str, list[Series]], metrics=None) -> str:
     return "\n".join(lines)
 
 
-def compare(cells: dict[str, list[Series]], a: str, b: str, metric: str = "val/accuracy") -> str:
-    """A line: how far cell a's final `metric` is from cell b's (points), with the permutation test's p."""
+def compare(cells: dict[str, list[Series]], a: str, b: str, metric: str = "val/accuracy", step: int | None = None) -> str:
+    """A line: how far cell a's `metric` is from cell b's (points), final or at evaluation `step`, with the
+    permutation test's p."""
     unknown = [name for name in (a, b) if name not in cells]
     if unknown:
         raise SystemExit(f"No cell named {unknown}; the cells are: {sorted(cells)}")
-    final = {name: [run[metric][-1][1] for run in cells[name] if run.get(metric)] for name in (a, b)}
-    diff, p = permutation_test(final[a], final[b])
-    return (f"{metric} after: [{a}] - [{b}] = {100 * diff:+.1f} points over {len(final[a])} and {len(final[b])} seeds, "
+    values = {}
+    for name in (a, b):
+        runs = [dict(run[metric]) if step is not None else {None: run[metric][-1][1]}  # step -> value
+                for run in cells[name] if run.get(metric)]
+        if any(step not in run for run in runs):
+            logged = sorted({s for run in cells[name] for s, _ in run.get(metric, [])})
+            raise SystemExit(f"Not every run of [{name}] logged {metric} at step {step}; its evaluation steps are {logged}")
+        values[name] = [run[step] for run in runs]
+    diff, p = permutation_test(values[a], values[b])
+    when = "after" if step is None else f"at step {step}"
+    return (f"{metric} {when}: [{a}] - [{b}] = {100 * diff:+.1f} points over {len(values[a])} and {len(values[b])} seeds, "
             f"exact permutation test p = {p:.3f}")
 
 
@@ -144,6 +153,8 @@ def main() -> None:
     parser.add_argument("--compare", nargs=2, action="append", metavar=("CELL_A", "CELL_B"), default=[],
                         help="two cells' names as the table prints them: the difference of their mean final "
                              "val/accuracy and the exact permutation test's p over their seeds (repeatable)")
+    parser.add_argument("--at-step", type=int, default=None,
+                        help="--compare the evaluation at this GRPO step (e.g. 50) instead of the last one")
     args = parser.parse_args()
     missing = [str(s) for s in args.sweeps if not s.is_dir()]
     if missing:
@@ -153,7 +164,7 @@ def main() -> None:
         print("every job: " + " ".join(common))
     print(table(cells))
     for a, b in args.compare:
-        print(compare(cells, a, b))
+        print(compare(cells, a, b, step=args.at_step))
     if not args.no_plot:
         plot(cells, args.out)
 

@@ -60,6 +60,12 @@ def test_table_groups_seeds_and_reports_before_after_change(tmp_path, results):
         "exact permutation test p = 0.333")
     with pytest.raises(SystemExit, match="No cell named"):
         results.compare(cells, "supervision=outcome", "supervision=rloo")
+    # at step 50: outcome 60, 70 against process 40: +25 points; only 40 alone reaches |25| (60 alone: -5, 70: -20)
+    assert results.compare(cells, "supervision=outcome", "supervision=process", step=50) == (
+        "val/accuracy at step 50: [supervision=outcome] - [supervision=process] = +25.0 points over 2 and 1 seeds, "
+        "exact permutation test p = 0.333")
+    with pytest.raises(SystemExit, match=r"at step 75; its evaluation steps are \[0, 50, 100\]"):
+        results.compare(cells, "supervision=outcome", "supervision=process", step=75)
 
 
 def test_permutation_test_by_hand(results):
