@@ -106,14 +106,15 @@ def compare(cells: dict[str, list[Series]], a: str, b: str, metric: str = "val/a
     unknown = [name for name in (a, b) if name not in cells]
     if unknown:
         raise SystemExit(f"No cell named {unknown}; the cells are: {sorted(cells)}")
-    values = {}
-    for name in (a, b):
-        runs = [dict(run[metric]) if step is not None else {None: run[metric][-1][1]}  # step -> value
-                for run in cells[name] if run.get(metric)]
-        if any(step not in run for run in runs):
-            logged = sorted({s for run in cells[name] for s, _ in run.get(metric, [])})
-            raise SystemExit(f"Not every run of [{name}] logged {metric} at step {step}; its evaluation steps are {logged}")
-        values[name] = [run[step] for run in runs]
+    curves = {name: [dict(run[metric]) for run in cells[name] if run.get(metric)] for name in (a, b)}  # step -> value
+    if step is None:
+        values = {name: [curve[max(curve)] for curve in curves[name]] for name in (a, b)}
+    else:
+        for name in (a, b):
+            if any(step not in curve for curve in curves[name]):
+                logged = sorted({s for curve in curves[name] for s in curve})
+                raise SystemExit(f"Not every run of [{name}] logged {metric} at step {step}; its evaluation steps are {logged}")
+        values = {name: [curve[step] for curve in curves[name]] for name in (a, b)}
     diff, p = permutation_test(values[a], values[b])
     when = "after" if step is None else f"at step {step}"
     return (f"{metric} {when}: [{a}] - [{b}] = {100 * diff:+.1f} points over {len(values[a])} and {len(values[b])} seeds, "

@@ -12,7 +12,7 @@ import pytest
 # One CPU kernel path for every test, set before torch runs a kernel: the recorded references
 # (tests/regression) and the learning thresholds of the short end-to-end runs were measured with
 # torch's AVX2 kernels. AVX-512 kernels round differently in the last bits, and a 300- or 800-step
-# warm start amplifies that into a different model (e.g. 31% vs 9% held-out accuracy), so on an
+# warm start amplifies that into a different model (a different held-out accuracy), so on an
 # AVX-512 machine those tests would check a different run than the one measured. AVX2 runs on every
 # x86-64 CPU these tests target; set ATEN_CPU_CAPABILITY yourself to override (e.g. `default`).
 os.environ.setdefault("ATEN_CPU_CAPABILITY", "avx2")
