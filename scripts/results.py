@@ -2,8 +2,9 @@
 
     python scripts/results.py outputs/multirun/<time> [more sweeps...] [--out results.png]
     python scripts/results.py <sweeps...> --compare "supervision=outcome" "supervision=process" [--at-step 50]
+    python scripts/results.py <sweep> --seeds seed model.seed     # pool warm starts too; split the spread between them
 
-A cell is the jobs whose Hydra overrides are equal once `seed` is left out; overrides shared by every
+A cell is the jobs whose Hydra overrides are equal once `seed` (or every key given to --seeds) is left out; overrides shared by every
 job are printed once above the table. Each cell shows, over its seeds, the mean ± std of the held-out
 metrics before RL (the first evaluation) and after (the last one, with the lowest and highest seed), and their
 difference. --compare A B tests whether two cells' final greedy accuracies differ (an exact permutation test over
@@ -26,21 +27,25 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 Series = dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
 
 
-def read_job(job_dir: Path) -> tuple[list[str], Series] | None:
-    """(overrides without seed, scalar series) of a finished or running job; None if it has no log yet."""
+def read_job(job_dir: Path, seed_keys=("seed",)) -> tuple[list[str], Series] | None:
+    """(overrides without the seed keys, scalar series) of a finished or running job; None if it has no log yet.
+    The series also hold each seed key's value as `seed:<key>` (a one-point series), for `variance_split`."""
     overrides_file = job_dir / ".hydra" / "overrides.yaml"
     if not overrides_file.exists() or not (job_dir / "tb").is_dir():
         return None
-    overrides = [o for o in yaml.safe_load(overrides_file.read_text()) or [] if not o.startswith("seed=")]
+    everything = yaml.safe_load(overrides_file.read_text()) or []
+    is_seed = lambda o: o.split("=", 1)[0] in seed_keys
+    overrides = [o for o in everything if not is_seed(o)]
     events = EventAccumulator(str(job_dir / "tb"), size_guidance={"scalars": 0})
     events.Reload()
     series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    series |= {f"seed:{o.split('=', 1)[0]}": [(0, o.split("=", 1)[1])] for o in everything if is_seed(o)}
     return overrides, series
 
 
-def collect(sweeps: list[Path]) -> tuple[list[str], dict[str, list[Series]]]:
-    """(overrides common to every job, {cell name: [series of each seed]})."""
-    jobs = [job for sweep in sweeps for d in sorted(p for p in sweep.iterdir() if p.is_dir()) if (job := read_job(d))]
+def collect(sweeps: list[Path], seed_keys=("seed",)) -> tuple[list[str], dict[str, list[Series]]]:
+    """(overrides common to every job, {cell name: [series of each seed]}); seed_keys: the overrides a cell pools over."""
+    jobs = [job for sweep in sweeps for d in sorted(p for p in sweep.iterdir() if p.is_dir()) if (job := read_job(d, seed_keys))]
     if not jobs:
         raise SystemExit(f"No Hydra jobs with TensorBoard logs (<job>/.hydra/overrides.yaml and <job>/tb/) under {sweeps}")
     common = sorted(set.intersection(*(set(o) for o, _ in jobs)))
@@ -121,6 +126,28 @@ def compare(cells: dict[str, list[Series]], a: str, b: str, metric: str = "val/a
             f"exact permutation test p = {p:.3f}")
 
 
+def variance_split(runs: list[Series], key: str, metric: str = "val/accuracy") -> str:
+    """How much of a cell's spread in final `metric` the seed key `key` explains (one-way ANOVA decomposition):
+    total variance = variance of the per-`key` means (between) + mean variance within each `key` value
+    (population variances, so the two parts add up exactly). A line, in points."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for run in runs:
+        if run.get(metric) and run.get(f"seed:{key}"):
+            groups[run[f"seed:{key}"][0][1]].append(run[metric][-1][1])
+    values = [v for g in groups.values() for v in g]
+    if len(groups) < 2 or not values:
+        return f"{key}: fewer than 2 values of it in this cell, nothing to split"
+    var = lambda xs: statistics.pvariance(xs) if len(xs) > 1 else 0.0
+    grand = statistics.mean(values)
+    between = sum(len(g) * (statistics.mean(g) - grand) ** 2 for g in groups.values()) / len(values)
+    within = sum(len(g) * var(g) for g in groups.values()) / len(values)
+    total = between + within
+    means = ", ".join(f"{k}: {100 * statistics.mean(g):.1f}" for k, g in sorted(groups.items()))
+    share = between / total if total > 0 else 0.0
+    return (f"{key} explains {100 * share:.0f}% of the variance of final {metric.split('/')[-1]} (between {key} values: "
+            f"std {100 * between ** 0.5:.1f} points; within: std {100 * within ** 0.5:.1f}); means per {key}: {means}")
+
+
 def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy") -> None:
     try:
         import matplotlib
@@ -154,16 +181,23 @@ def main() -> None:
     parser.add_argument("--compare", nargs=2, action="append", metavar=("CELL_A", "CELL_B"), default=[],
                         help="two cells' names as the table prints them: the difference of their mean final "
                              "val/accuracy and the exact permutation test's p over their seeds (repeatable)")
+    parser.add_argument("--seeds", nargs="+", default=["seed"], metavar="KEY",
+                        help="overrides a cell pools over (default: seed); with several, e.g. --seeds seed model.seed, "
+                             "each key's share of the spread of final accuracy is printed per cell")
     parser.add_argument("--at-step", type=int, default=None,
                         help="--compare the evaluation at this GRPO step (e.g. 50) instead of the last one")
     args = parser.parse_args()
     missing = [str(s) for s in args.sweeps if not s.is_dir()]
     if missing:
         raise SystemExit(f"Not a folder: {', '.join(missing)}; pass sweep folders such as outputs/multirun/<time>")
-    common, cells = collect(args.sweeps)
+    common, cells = collect(args.sweeps, tuple(args.seeds))
     if common:
         print("every job: " + " ".join(common))
     print(table(cells))
+    if len(args.seeds) > 1:
+        for name, runs in sorted(cells.items()):
+            for key in args.seeds:
+                print(f"[{name}] {variance_split(runs, key)}")
     for a, b in args.compare:
         print(compare(cells, a, b, step=args.at_step))
     if not args.no_plot:

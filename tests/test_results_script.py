@@ -79,3 +79,22 @@ def test_permutation_test_by_hand(results):
 def test_an_empty_folder_gives_a_clear_error(tmp_path, results):
     with pytest.raises(SystemExit, match="No Hydra jobs with TensorBoard logs"):
         results.collect([tmp_path])
+
+
+def test_seeds_pool_warm_starts_and_split_the_spread(tmp_path, results):
+    sweep = tmp_path / "sweep"
+    # 2 warm starts (model.seed) x 2 rollout seeds; final accuracies: ws 0 -> 0.6, 0.8; ws 1 -> 0.4, 0.6
+    for i, (ws, seed, final) in enumerate([(0, 0, 0.6), (0, 1, 0.8), (1, 0, 0.4), (1, 1, 0.6)]):
+        fake_job(sweep / str(i), ["grpo.steps=100", f"model.seed={ws}", f"seed={seed}"], [0.5, 0.5, final])
+    _, cells = results.collect([sweep], ("seed", "model.seed"))
+    assert list(cells) == ["(common only)"] and len(cells["(common only)"]) == 4
+    _, by_default = results.collect([sweep])  # only `seed` pooled: one cell per warm start
+    assert sorted(by_default) == ["model.seed=0", "model.seed=1"]
+    # grand mean 0.6; warm-start means 0.7, 0.5: between = (0.1^2 + 0.1^2) / 2 = 0.01; within: each pair +-0.1:
+    # 0.01; total 0.02: model.seed explains 50%, std between sqrt(0.01) = 10 points, within 10 points
+    line = results.variance_split(cells["(common only)"], "model.seed")
+    assert line.startswith("model.seed explains 50% of the variance of final accuracy (between model.seed values: std 10.0 points; "
+                           "within: std 10.0)"), line
+    assert "0: 70.0, 1: 50.0" in line
+    # rollout seed: seed-0 means (0.6 + 0.4) / 2 = 0.5, seed-1 0.7: the same split here
+    assert results.variance_split(cells["(common only)"], "seed").startswith("seed explains 50%")
