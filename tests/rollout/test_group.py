@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from grpo.algo.advantages import OutcomeAdvantages, ProcessAdvantages, outcome_advantages
+from grpo.algo.loss import GRPOLoss
 from grpo.rewards.base import RewardError
 from grpo.rollout.engine import KVCacheEngine
 from grpo.rollout.group import GroupRollout
@@ -110,6 +111,43 @@ def test_skip_zero_spread_masks_exactly_the_flat_groups(lm, task, problems):
     assert skipped.completion_mask[~flat].equal(kept.completion_mask[~flat])
     assert kept.completion_mask.sum(-1).min() >= 1
     assert stats["zero_spread_frac"] == pytest.approx(2 / 3) and stats_kept["zero_spread_frac"] == pytest.approx(2 / 3)
+
+
+def perturbed_copy(model, scale=0.05, seed=9):
+    """A reference that differs from `model` (k3's gradient is 0 where pi_theta == pi_ref)."""
+    reference = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(scale * torch.randn(p.shape, generator=torch.Generator().manual_seed(seed)))
+    return reference
+
+
+def test_flat_groups_keep_their_kl_term_when_the_loss_has_one(lm, task, problems):
+    """beta > 0 (a reference is given): skip_zero_spread leaves the flat groups in the loss, advantage 0, and their
+    -beta*KL gradient reaches the policy; beta = 0 (no reference): it leaves them out, which changes nothing but
+    the normalisation (their loss is 0)."""
+    model, _ = lm
+    flat = torch.tensor([True] * 4 + [False] * 4 + [True] * 4)  # REWARDS: groups 0 and 2 have no spread
+    with_kl, stats, _ = collect(lm, task, problems, FakeReward(REWARDS), reference=perturbed_copy(model), skip_zero_spread=True)
+    no_kl, stats_no_kl, _ = collect(lm, task, problems, FakeReward(REWARDS), reference=None, skip_zero_spread=True)
+    T = with_kl.completion_mask.shape[1]
+    assert with_kl.input_ids.equal(no_kl.input_ids)  # same seed, same rollout
+    assert with_kl.completion_mask.equal(with_kl.attention_mask[:, -T:].bool())  # every row's tokens in the loss
+    assert (with_kl.advantages[flat] == 0).all()
+    assert not no_kl.completion_mask[flat].any() and no_kl.completion_mask[~flat].any()
+    assert stats["groups_updated"] == 3.0 and stats_no_kl["groups_updated"] == 1.0
+
+    # the flat rows alone: loss = beta * mean KL (advantage 0), and its gradient reaches the policy
+    part = with_kl.rows(flat.nonzero().flatten())
+    mask = part["completion_mask"]
+    model.zero_grad(set_to_none=True)
+    logp, _ = completion_logprobs(model, part["input_ids"], part["attention_mask"], mask.shape[1])
+    loss, loss_stats = GRPOLoss(beta=0.04)(logp, None, part["ref_logp"], part["advantages"], mask)
+    loss.backward()
+    grad = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None))
+    model.zero_grad(set_to_none=True)
+    assert mask.any() and loss_stats["kl"] > 0
+    assert grad > 1e-6
 
 
 def test_all_groups_flat_leaves_nothing_to_learn(lm, task, problems):

@@ -44,11 +44,12 @@ class SpreadFor:
         return torch.tensor([(1.0 if i % G == 0 else 0.0) if p.prompt in self.informative else 0.5 for i, p in enumerate(problems)])
 
 
-def rollout_of(lm, task, reward, problems, *, max_new_tokens=10, refill=None, seed=0, **kwargs):
+def rollout_of(lm, task, reward, problems, *, max_new_tokens=10, refill=None, seed=0, reference=None, **kwargs):
+    """One GroupRollout call; reference None: the loss has no KL term (beta = 0)."""
     model, tok = lm
     rollout = GroupRollout(KVCacheEngine(max_new_tokens=max_new_tokens), OutcomeAdvantages(eps=0.0), group_size=G,
                            reward=reward, task=task, tokenizer=tok, **kwargs)
-    return rollout(model, None, problems, torch.Generator().manual_seed(seed), refill=refill)
+    return rollout(model, reference, problems, torch.Generator().manual_seed(seed), refill=refill)
 
 
 # ---------------------------------------------------------------- mask_truncated
@@ -147,6 +148,21 @@ def test_dynamic_sampling_short_of_groups_fills_with_flat_ones_out_of_the_loss(l
     assert prompts == [informative[0].prompt] + [p.prompt for p in base[:3]]  # then the first flat groups drawn
     in_loss = batch.completion_mask.view(4, G, -1).any(-1).any(-1)  # [groups]
     assert in_loss.tolist() == [True, False, False, False]
+
+
+@pytest.mark.parametrize("why", ["skip_zero_spread=false", "beta>0"])
+def test_dynamic_sampling_fillers_enter_the_loss_when_flat_groups_are_not_skipped(lm, datamodule, why):
+    """The fillers are flat groups: grpo.skip_zero_spread=false keeps them in the loss, and so does a KL term
+    (a reference given: their -beta*KL gradient is part of the objective), as without dynamic sampling."""
+    base, extra = step_questions(datamodule)
+    reward = SpreadFor([extra[2][1].prompt])  # one informative group: 3 fillers
+    kwargs = {"skip_zero_spread": False} if why == "skip_zero_spread=false" else {"reference": lm[0]}
+    out = rollout_of(lm, datamodule.task, reward, base, refill=Refill(extra, groups=4), **kwargs)
+    batch = out.batch
+    T = batch.completion_mask.shape[1]
+    assert batch.completion_mask.equal(batch.attention_mask[:, -T:].bool())  # every row's tokens in the loss
+    assert (batch.advantages[G:] == 0).all()  # the fillers' advantages: 0
+    assert out.stats["groups_kept"] == 1.0 and out.stats["groups_updated"] == 4.0
 
 
 def test_without_refill_one_batch_as_before(lm, datamodule):

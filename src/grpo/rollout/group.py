@@ -61,7 +61,10 @@ class GroupRollout:
     WeightedRewards (grpo.rewards.combine) of several.
 
     skip_zero_spread: leave rows of groups whose advantages are all 0 out of the update (their
-        completion_mask is all False), so they dilute nothing.
+        completion_mask is all False), so they dilute nothing; only when the loss has no KL term
+        (`reference` None, beta = 0). With beta > 0 they stay: their -beta*KL term is part of the
+        objective (advantage 0, so it is all they add). Under dynamic sampling the same holds for
+        the flat groups that fill the update.
     mask_truncated: leave completions that hit max_new_tokens without EOS out of the loss (their
         completion_mask is all False; TRL's mask_truncated_completions). They still count in their
         group's reward mean and std, so the other completions' advantages are as without it.
@@ -93,6 +96,7 @@ class GroupRollout:
             spread (at most len(refill.batches) of them); see `select_groups` for what the update holds.
         """
         G = self.group_size
+        skip = self.skip_zero_spread and reference is None  # with a KL term a flat group's gradient is -beta*KL, not 0
         self.engine.load_weights(policy)
         device = next(policy.parameters()).device
         draws = [self._draw(problems, device, generator)]
@@ -102,11 +106,11 @@ class GroupRollout:
             prompt_ids, prompt_mask, out, advantages, keep_groups = merge_groups(
                 draws, select_groups([d.group_has_signal for d in draws], refill.groups), G, self.tokenizer.pad_token_id
             )
-            keep = keep_groups.repeat_interleave(G)  # only informative groups enter the loss; fillers are masked
+            keep = (keep_groups if skip else torch.ones_like(keep_groups)).repeat_interleave(G)  # fillers: as flat groups
         else:
             (d,) = draws
             prompt_ids, prompt_mask, out, advantages = d.prompt_ids, d.prompt_mask, d.out, d.advantages
-            keep = d.group_has_signal.repeat_interleave(G) if self.skip_zero_spread else torch.ones(len(d.rewards), dtype=torch.bool)
+            keep = d.group_has_signal.repeat_interleave(G) if skip else torch.ones(len(d.rewards), dtype=torch.bool)
         t_gen, t_score = sum(d.t_gen for d in draws), sum(d.t_score for d in draws)
 
         t2 = time.perf_counter()
@@ -149,11 +153,11 @@ class GroupRollout:
             "completion_len": lengths.mean().item(),
             "truncated_frac": truncated.mean().item(),
             "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
-            "groups_updated": float(int(keep.view(-1, G)[:, 0].sum()) if refill is not None or self.skip_zero_spread else len(problems)),
+            "groups_updated": float(int(keep.view(-1, G)[:, 0].sum())),  # groups whose rows enter the loss
         }
         if refill is not None:
             stats["gen_batches"] = float(len(draws))  # generation batches drawn this step (1 + extra)
-            stats["groups_kept"] = stats["groups_updated"]  # informative groups the update holds (at most refill.groups)
+            stats["groups_kept"] = float(int(keep_groups.sum()))  # informative groups the update holds (at most refill.groups)
         scores = Scores(components={name: [v for d in draws for v in d.scores.components[name]] for name in draws[0].scores.components},
                         invalid=sum(d.scores.invalid for d in draws))  # every completion drawn, in the samples' order
         stats |= {f"reward/{name}": mean for name, mean in scores.means().items()}  # rollout/reward/<component>
