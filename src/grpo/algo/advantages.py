@@ -63,6 +63,38 @@ def outcome_advantages(rewards: Tensor, group_size: int, scale: bool | str = Tru
     return torch.where(constant, torch.zeros_like(centered), centered).view(-1)
 
 
+def check_step_tensors(step_rewards: Tensor, step_end_mask: Tensor, group_size: int, eps: float) -> None:
+    """Shapes of a process estimator's inputs: both [N, T], N a multiple of group_size >= 2; eps >= 0."""
+    if step_rewards.dim() != 2 or step_rewards.shape != step_end_mask.shape:
+        raise ValueError(
+            "step_rewards and step_end_mask must both be [N, T], got "
+            f"{tuple(step_rewards.shape)} and {tuple(step_end_mask.shape)}"
+        )
+    _check_groups(step_rewards.shape[0], group_size, eps)
+
+
+def masked_spread(x: Tensor, valid: Tensor) -> Tensor:
+    """max - min of the valid entries of each row of x [P, M] -> [P, 1]; 0 where fewer than one is valid."""
+    big = torch.finfo(x.dtype).max
+    hi = torch.where(valid, x, -big).amax(dim=1, keepdim=True)
+    lo = torch.where(valid, x, big).amin(dim=1, keepdim=True)
+    return torch.where(valid.any(dim=1, keepdim=True), hi - lo, torch.zeros_like(hi))
+
+
+def masked_std(x: Tensor, valid: Tensor, how: str) -> Tensor | None:
+    """The sample std (Bessel) of the valid entries of x [P, M]: per row [P, 1] (how="group"), of all of them
+    (how="batch", a scalar), or None (how="none"). 0 where fewer than two entries are valid."""
+    if how == "none":
+        return None
+    if how == "batch":
+        marked = x[valid]
+        return marked.std() if marked.numel() > 1 else torch.zeros((), dtype=x.dtype)
+    count = valid.sum(dim=1, keepdim=True)
+    mean = torch.where(valid, x, torch.zeros_like(x)).sum(dim=1, keepdim=True) / count.clamp(min=1)
+    sq_dev = torch.where(valid, (x - mean) ** 2, torch.zeros_like(x))
+    return (sq_dev.sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
+
+
 def process_advantages(
     step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4
 ) -> Tensor:
@@ -81,29 +113,16 @@ def process_advantages(
     step_end_mask: [N, T] bool, True at those tokens; unmarked entries of step_rewards are ignored.
     Returns [N, T] (float32, or float64 if step_rewards are).
     """
-    if step_rewards.dim() != 2 or step_rewards.shape != step_end_mask.shape:
-        raise ValueError(
-            "step_rewards and step_end_mask must both be [N, T], got "
-            f"{tuple(step_rewards.shape)} and {tuple(step_end_mask.shape)}"
-        )
+    check_step_tensors(step_rewards, step_end_mask, group_size, eps)
     n_rows, T = step_rewards.shape
-    _check_groups(n_rows, group_size, eps)
     is_end = step_end_mask.bool().view(-1, group_size * T)  # [P, G*T]
     r = _float32_at_least(step_rewards).view(-1, group_size * T)  # [P, G*T]
     r = torch.where(is_end, r, torch.zeros_like(r))  # unmarked entries -> 0, whatever they held
     count = is_end.sum(dim=1, keepdim=True)  # [P, 1] steps in the group
     mean = r.sum(dim=1, keepdim=True) / count.clamp(min=1)
-    sq_dev = torch.where(is_end, (r - mean) ** 2, torch.zeros_like(r))
-    std = (sq_dev.sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()  # 0 when count <= 1
-    big = torch.finfo(r.dtype).max
-    constant = torch.where(is_end, r, -big).amax(dim=1, keepdim=True) == torch.where(is_end, r, big).amin(
-        dim=1, keepdim=True
-    )  # [P, 1]: all step rewards equal (or a single one)
-    how = scale_name(scale)
-    if how == "batch":  # the sample std of every marked step reward of the batch (0 with fewer than 2)
-        marked = r[is_end]
-        std = marked.std() if marked.numel() > 1 else torch.zeros((), dtype=r.dtype)
-    centered = r - mean if how == "none" else (r - mean) / (std + eps)
+    constant = masked_spread(r, is_end) == 0  # [P, 1]: all step rewards equal (or a single one)
+    std = masked_std(r, is_end, scale_name(scale))  # [P, 1], a scalar (batch) or None
+    centered = r - mean if std is None else (r - mean) / (std + eps)
     normalised = torch.where(is_end & ~constant, centered, torch.zeros_like(r))
     normalised = normalised.view(n_rows, T)  # [N, T]
     return normalised.flip(1).cumsum(1).flip(1)  # reverse cumsum: sum over index(j) >= t
