@@ -34,7 +34,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from grpo.algo.advantages import _float32_at_least, check_step_tensors, masked_spread, masked_std, scale_name
+from grpo.algo.advantages import (
+    _float32_at_least, check_min_spread, check_step_tensors, is_flat, masked_spread, masked_std, scale_name,
+)
 
 
 def step_progress(step_rewards: Tensor, step_end_mask: Tensor, group_size: int) -> Tensor:
@@ -57,13 +59,15 @@ def step_progress(step_rewards: Tensor, step_end_mask: Tensor, group_size: int) 
 
 
 def process_progress_advantages(
-    step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4
+    step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4,
+    min_spread: float = 0.0,
 ) -> Tensor:
     """Progress process advantages (see the module docstring).
 
     step_rewards:  [N, T] float, step j's value v_i^j at the token index(j) where it ends (unmarked entries ignored).
     step_end_mask: [N, T] bool, True at those tokens. Rows prompt-major, each group's G rows contiguous.
-    Returns [N, T] (float32, or float64 if step_rewards are). A group whose step values are all equal gets 0.
+    Returns [N, T] (float32, or float64 if step_rewards are). A group whose step values are all equal,
+    or span (max - min) less than min_spread (grpo.min_spread), gets 0.
     """
     check_step_tensors(step_rewards, step_end_mask, group_size, eps)
     n_rows, T = step_rewards.shape
@@ -72,7 +76,7 @@ def process_progress_advantages(
     ends = is_end.reshape(-1, group_size * T)  # [P, G*T]
     values = _float32_at_least(step_rewards).reshape(-1, group_size * T)
     v = torch.where(ends, values, torch.zeros_like(values))
-    flat = masked_spread(v, ends) == 0  # [P, 1]: all the group's step values equal (or a single one)
+    flat = is_flat(masked_spread(v, ends), min_spread)  # [P, 1]: all the group's step values equal (or a single one)
     std = masked_std(progress.view(-1, group_size * T), ends, scale_name(scale))  # [P, 1], a scalar (batch) or None
     scaled = progress.view(-1, group_size * T)
     if std is not None:
@@ -86,11 +90,13 @@ class ProcessProgressAdvantages:
 
     needs_step_rewards: ClassVar[bool] = True
 
-    def __init__(self, scale: bool | str = True, eps: float = 1e-4):
+    def __init__(self, scale: bool | str = True, eps: float = 1e-4, min_spread: float = 0.0):
         scale_name(scale)
-        self.scale, self.eps = scale, eps
+        check_min_spread(min_spread)
+        self.scale, self.eps, self.min_spread = scale, eps, min_spread
 
     def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
         if step_rewards is None or step_end_mask is None:
             raise ValueError("supervision=process_progress needs step_rewards and step_end_mask [N, T]")
-        return process_progress_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps)
+        return process_progress_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,
+                                           min_spread=self.min_spread)
