@@ -216,7 +216,8 @@ def test_step_reward_tensors_hand_example(lm):
     assert steps[2] == []
     assert steps[3] == [(6, 1.0), (10, 0.0)]
 
-    rewards, ends = step_reward_tensors(tok, completion_ids, completion_mask, steps)
+    # ended all False (as if cut by the length limit): every step stays on its last character's token
+    rewards, ends = step_reward_tensors(tok, completion_ids, completion_mask, steps, ended=torch.zeros(len(rows), dtype=torch.bool))
     assert rewards.shape == ends.shape == (len(rows), T) and ends.dtype == torch.bool
     want_ends = {0: [6, 15, 19], 1: [6, 15, 19], 2: [], 3: [6, 11]}  # row 3: <unk> at token 7 shifts 'A:21' by one (char 10 -> token 11)
     for i, positions in want_ends.items():
@@ -226,11 +227,14 @@ def test_step_reward_tensors_hand_example(lm):
     assert rewards[3, [6, 11]].tolist() == [1.0, 0.0]
     assert rewards[~ends].abs().sum() == 0
     assert token_ends(tok, rows[3][:-1]) == [1, 2, 3, 4, 5, 6, 7, 7, 8, 9, 10, 11]
+    # the rows did stop with EOS: each row's last step then ends on its EOS token (grpo.rollout.steps, Endings)
+    _, ends = step_reward_tensors(tok, completion_ids, completion_mask, steps, ended=torch.ones(len(rows), dtype=torch.bool))
+    assert [ends[i].nonzero().flatten().tolist() for i in range(len(rows))] == [[6, 15, 20], [6, 15, 20], [], [6, 12]]
 
 
 def test_process_supervision_rollout(lm, task, problems):
     """One step per completion at its last character, reward 0/1 by row: advantages are the group-normalised
-    step rewards on every token up to that character's token, 0 after it."""
+    step rewards on every token up to that character's token (up to the EOS in a row that stopped), 0 after it."""
     model, tok = lm
     row_reward = [1.0, 0.0, 1.0, 0.0] + [1.0] * 4 + [0.0, 1.0, 1.0, 1.0]
     reward = FakeReward(step_fn=lambda i, text: [(len(text) - 1, row_reward[i])] if text else [])
@@ -247,8 +251,11 @@ def test_process_supervision_rollout(lm, task, problems):
             if i not in rows:
                 assert (batch.advantages[i] == 0).all()
                 continue
-            ends = token_ends(tok, comp_ids[i][batch.attention_mask[i, -T:].bool()].tolist())
+            ids = comp_ids[i][batch.attention_mask[i, -T:].bool()].tolist()
+            ends = token_ends(tok, ids)
             end_tok = next(k for k, e in enumerate(ends) if e >= len(texts[i]))
+            if ids[-1] == tok.eos_token_id:  # stopped: the last step's reward extends to the EOS token
+                end_tok = len(ids) - 1
             want = torch.zeros(T)
             want[: end_tok + 1] = norm[rows.index(i)]
             torch.testing.assert_close(batch.advantages[i], want, atol=1e-5, rtol=0)

@@ -194,7 +194,8 @@ class GroupRollout:
         scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
-        step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps)
+        step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps,
+                                                           ended=~out.truncated.cpu())
         rewards = torch.stack([
             step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
         ])

@@ -75,22 +75,33 @@ def chars_to_tokens(ends: list[int], char_indices: list[int]) -> list[int | None
     return out
 
 
-def step_reward_tensors(tokenizer, completion_ids: Tensor, completion_mask: Tensor, steps) -> tuple[Tensor, Tensor]:
+def step_reward_tensors(tokenizer, completion_ids: Tensor, completion_mask: Tensor, steps,
+                        ended: Tensor) -> tuple[Tensor, Tensor]:
     """Place each step's reward on the token that ends it: step_rewards [N, T] float, step_end_mask [N, T] bool.
 
     steps: per row, (index of the step's last character in the completion text, reward) pairs.
+    ended: [N] bool, the rows that stopped with EOS (not cut by the length limit). In those rows the last
+        step ends on the row's last completion token (its EOS) instead: the tokens after the step's last
+        character, EOS included, carry the final step's reward like the step's own tokens, so every
+        estimator gives stopping the final step's advantage (otherwise the EOS token's advantage is 0 and
+        stopping is never trained). A row cut by the length limit keeps its steps where they end.
     A step whose character lies past the decoded text gets no entry.
     """
     N, T = completion_ids.shape
+    if ended.shape != (N,):
+        raise ValueError(f"ended must be [N] = [{N}] (the rows that stopped with EOS), got {tuple(ended.shape)}")
     step_rewards = torch.zeros(N, T)
     step_end_mask = torch.zeros(N, T, dtype=torch.bool)
     for i, row_steps in enumerate(steps):
         if not row_steps:
             continue
-        ends = token_ends(tokenizer, completion_ids[i, completion_mask[i]].tolist())
-        tokens = chars_to_tokens(ends, [char_idx for char_idx, _ in row_steps])
-        for (_, reward), t in zip(row_steps, tokens):
-            if t is not None:
-                step_rewards[i, t] = reward
-                step_end_mask[i, t] = True
+        ids = completion_ids[i, completion_mask[i]].tolist()
+        tokens = chars_to_tokens(token_ends(tokenizer, ids), [char_idx for char_idx, _ in row_steps])
+        placed = [(t, reward) for (_, reward), t in zip(row_steps, tokens) if t is not None]
+        if placed and bool(ended[i]):
+            last = max(range(len(placed)), key=lambda k: placed[k][0])  # the step ending last
+            placed[last] = (int(completion_mask[i].nonzero().max()), placed[last][1])  # its reward on the EOS token
+        for t, reward in placed:
+            step_rewards[i, t] = reward
+            step_end_mask[i, t] = True
     return step_rewards, step_end_mask

@@ -1,0 +1,103 @@
+"""Min-form credit assignment (PURE, Cheng et al., arXiv 2504.15275), supervision=process_min.
+
+A token's return is the minimum of the rewards of the steps ending at or after it (the paper's
+V(s_t) = min over t' >= t of r_t'), not their sum:
+
+    G_it = min over steps j of row i with index(j) >= t of r_i^index(j)     (t up to the row's last step end)
+    b    = mean over the group's rows i (those with a step) of G_i0        G_i0: the row's worst step reward
+    A_it = (G_it - b) / (std(G) + eps)      G: the returns G_i^index(j) at every step end of the group
+    A_it = (G_it - b) / (std(G_all) + eps)  (scale="batch": those of every group given)
+    A_it =  G_it - b                        (scale=False or "none")
+    A_it = 0 after the row's last step; a row without a step gets 0 and is not in b.
+
+A row can no longer gain by adding steps a reward model likes: a step scoring at least the row's worst
+step changes neither the row's return G_i0 nor the baseline, whereas under the sum (supervision=process)
+every such step adds its normalised reward to all the tokens before it.
+
+Baseline and normalisation, and where they depart from PURE's code (github.com/CJReinforce/PURE,
+`turn_process_reward_logits_to_reward` and `process_experiences`): PURE approximates the min by
+reweighting each step reward with softmax(-r / 0.1) over all the row's steps and then summing from t on,
+with an RLOO baseline (the other rows' mean return, per step or scaled by the step's token count) and no
+std. Here the min is exact (the temperature's limit 0) and taken over the steps at or after t, as the
+paper defines the return (PURE's softmax runs over the whole row, so tokens after the worst step get a
+return near 0 there; here they get the minimum of what follows). The baseline is GRPO's: the group's mean
+return, where a row's return is its min-form return G_i0 (how a PRM ranks whole solutions at test time),
+i.e. the same estimate of the prompt's value as PURE's other-rows mean with the row itself included. It is
+not process's mean of all step rewards: a row's minimum lies at or below its mean step reward, so that
+baseline would push every row down alike, by more the more steps it has. The scale is the sample std of
+every return a token of the group takes (one per step end), not of the G row returns alone: rows can share
+their worst step and differ after it (returns [0, 1] and [0, 0]), where the row std is 0 and eps alone
+would divide the later tokens' advantages. scale="none" is the closest to PURE's unscaled RLOO.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from grpo.algo.advantages import (
+    _float32_at_least, check_min_spread, check_step_tensors, is_flat, masked_spread, masked_std, scale_name,
+)
+
+
+def min_form_returns(step_rewards: Tensor, step_end_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """G [N, T]: the minimum of the marked rewards at or after t, and alive [N, T] bool: a step ends at or after t.
+
+    G is 0 where no step ends at or after t (after the row's last step, or a row without steps).
+    """
+    is_end = step_end_mask.bool()
+    r = _float32_at_least(step_rewards)
+    later = torch.where(is_end, r, torch.full_like(r, torch.inf)).flip(1).cummin(1).values.flip(1)  # [N, T]
+    alive = is_end.flip(1).cumsum(1).flip(1) > 0  # [N, T]
+    return torch.where(alive, later, torch.zeros_like(later)), alive
+
+
+def process_min_advantages(
+    step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4,
+    min_spread: float = 0.0,
+) -> Tensor:
+    """Min-form process advantages (see the module docstring).
+
+    step_rewards:  [N, T] float, step j's reward at the token index(j) where it ends (unmarked entries ignored).
+    step_end_mask: [N, T] bool, True at those tokens. Rows prompt-major, each group's G rows contiguous.
+    Returns [N, T] (float32, or float64 if step_rewards are). A group whose step rewards are all equal,
+    or span (max - min) less than min_spread (grpo.min_spread), gets 0.
+    """
+    check_step_tensors(step_rewards, step_end_mask, group_size, eps)
+    n_rows, T = step_rewards.shape
+    is_end = step_end_mask.bool()
+    returns, alive = min_form_returns(step_rewards, is_end)  # [N, T]
+    has_step = alive[:, 0].view(-1, group_size)  # [P, G] rows with at least one step
+    row_return = returns[:, 0].view(-1, group_size)  # [P, G] G_i0 = the row's worst step
+    baseline = (row_return * has_step).sum(1, keepdim=True) / has_step.sum(1, keepdim=True).clamp(min=1)  # [P, 1]
+
+    at_ends = returns.reshape(-1, group_size * T)  # [P, G*T] the returns, read at the step ends
+    ends = is_end.reshape(-1, group_size * T)
+    r = torch.where(ends, _float32_at_least(step_rewards).reshape(-1, group_size * T), torch.zeros_like(at_ends))
+    flat = is_flat(masked_spread(r, ends), min_spread)  # [P, 1]: all the group's step rewards equal (or a single one)
+    std = masked_std(at_ends, ends, scale_name(scale))  # [P, 1], a scalar (batch) or None
+
+    centred = returns.view(-1, group_size, T) - baseline[:, :, None]  # [P, G, T]
+    if std is not None:
+        centred = centred / ((std[:, :, None] if std.dim() else std) + eps)
+    keep = alive.view(-1, group_size, T) & ~flat[:, :, None]
+    return torch.where(keep, centred, torch.zeros_like(centred)).view(n_rows, T)
+
+
+class ProcessMinAdvantages:
+    """supervision=process_min: `process_min_advantages` of the per-step rewards (scale as ProcessAdvantages)."""
+
+    needs_step_rewards: ClassVar[bool] = True
+
+    def __init__(self, scale: bool | str = True, eps: float = 1e-4, min_spread: float = 0.0):
+        scale_name(scale)
+        check_min_spread(min_spread)
+        self.scale, self.eps, self.min_spread = scale, eps, min_spread
+
+    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
+        if step_rewards is None or step_end_mask is None:
+            raise ValueError("supervision=process_min needs step_rewards and step_end_mask [N, T]")
+        return process_min_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,
+                                      min_spread=self.min_spread)
