@@ -27,6 +27,9 @@ USER_MODULE = textwrap.dedent('''
             from grpo.tasks.base import Problem
             problems = [Problem(f"Q:{a}+{a}=", str(2 * a), f"{a}+{a}={2 * a};A:{2 * a}") for a in range(1, self.largest + 1)]
             return problems[self.heldout:], problems[: self.heldout]
+
+    class Harder(ArithmeticTask):
+        """A user's subclass that takes every setting of task=arithmetic (its own __init__ is ArithmeticTask's)."""
 ''')
 
 
@@ -53,6 +56,16 @@ def test_replacing_the_target_of_another_task_option_says_to_start_from_custom(u
     with pytest.raises(ConfigError, match=r"task=custom task._target_=mytasks.Doubling \+task.<argument>=<value>") as err:
         build(cfg)
     assert "num_ops_min" in str(err.value)  # the setting left over from task=arithmetic
+
+
+@pytest.mark.parametrize("choice", [[], ["task=arithmetic"], ["task=arithmetic_lines"]], ids=["debug=default", "arithmetic", "lines"])
+def test_replacing_the_target_of_a_builtin_option_is_refused_even_when_the_class_takes_its_settings(
+        user_module, base_overrides, tmp_path, choice):
+    """debug=default chooses task=arithmetic_debug: a class that accepts its settings was run with them (issue 19)."""
+    cfg = compose_config(base_overrides + choice + ["task._target_=mytasks.Harder"], output_dir=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"task=custom task._target_=mytasks.Harder \+task.<argument>=<value>") as err:
+        build(cfg)
+    assert "num_ops_min" in str(err.value) and "replaces the class of task=" in str(err.value)
 
 
 def test_a_custom_task_without_target_is_named(base_overrides, tmp_path):

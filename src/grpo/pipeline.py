@@ -32,9 +32,37 @@ def instantiate_clearly(node, **kwargs):
         raise
 
 
+def replaced_task_target() -> str | None:
+    """The class an override gave task._target_ over a built-in task option (any option but task=custom), or None.
+
+    Such a class would receive that option's settings (task=arithmetic's num_ops_min, ...) as its arguments:
+    a class that takes them (**kwargs, or a subclass) would run with settings meant for another task.
+    """
+    if not HydraConfig.initialized():  # composed without Hydra's runtime (a script): the choice is unknown
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.runtime.choices.get("task") in (None, "custom"):
+        return None
+    for override in hydra_cfg.overrides.task:
+        key, _, value = override.partition("=")
+        if key.lstrip("+~") == "task._target_":
+            return value
+    return None
+
+
 def instantiate_task(node):
-    """The task; a class given by task._target_ that does not take the settings of the task option it replaced
-    (task=arithmetic's num_ops_min, ...) gets an error saying to start from task=custom."""
+    """The task. A class given by task._target_ over a built-in task option (task=arithmetic, or the
+    task=arithmetic_debug that debug=default chooses, ...) gets an error saying to start from task=custom,
+    whether or not the class would take that option's settings."""
+    target = replaced_task_target()
+    if target is not None:
+        option = HydraConfig.get().runtime.choices.get("task")
+        settings = ", ".join(str(k) for k in node if k != "_target_")
+        raise ConfigError(
+            f"task._target_={target} replaces the class of task={option}, whose settings ({settings}) are still there. "
+            "Start from the empty one, e.g. python train.py task=custom "
+            f"task._target_={target} +task.<argument>=<value>"
+        )
     try:
         return instantiate_clearly(node)
     except InstantiationException as err:
