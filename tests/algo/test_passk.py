@@ -37,4 +37,4 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="binary rewards"):
         passk_advantages(torch.tensor([0.5, 0, 1, 0]), 4, k=2)
     with pytest.raises(ValueError, match="advantage.k"):
-        passk_advantages(torch.tensor([1.0, 0, 1, 0]), 4, k=5)
+        passk_advantages(torch.tensor([1.0, 0, 1, 0]), 4, k=4)  # k = G: every group would be flat

@@ -7,8 +7,9 @@ A group of N = G outputs, N_neg of them wrong (reward 0), the rest right (reward
     sigma  = sqrt(R_mean (1 - R_mean))
     A_pos  = (1 - R_mean) / sigma                      every right output
     A_neg  = (1 - R_mean - C(N_neg - 1, k - 1) / C(N - 1, k - 1)) / sigma    every wrong output
-k = 1 gives GRPO's outcome advantages (population std). A group with fewer than k wrong outputs already
-passes every k-subset: R_mean = 1, advantage 0; so does a group all right or all wrong, and one whose rewards
+k = 1 gives GRPO's outcome advantages (population std); k < G is required (with k = G any right answer makes
+R_mean = 1, so every group would get 0). A group with fewer than k wrong outputs already passes every
+k-subset: R_mean = 1, advantage 0; so does a group all right or all wrong, and one whose rewards
 span less than grpo.min_spread. Rewards must be 0 or 1 (a verifier's): anything else is an error.
 """
 
@@ -39,8 +40,9 @@ def passk_advantages(rewards: Tensor, group_size: int, k: int, min_spread: float
     """rewards [N] (N = prompts * group_size, each group contiguous), each 0 or 1 -> advantages [N] float32 at least."""
     if rewards.dim() != 1 or group_size < 2 or rewards.shape[0] % group_size:
         raise ValueError(f"rewards must be [N] with N a multiple of group_size >= 2, got {tuple(rewards.shape)}, G={group_size}")
-    if not 1 <= k <= group_size:
-        raise ValueError(f"supervision=passk needs 1 <= advantage.k <= grpo.group_size, got k={k}, G={group_size}")
+    if not 1 <= k < group_size:
+        raise ValueError(f"supervision=passk needs 1 <= advantage.k < grpo.group_size (k = G gives every group advantage 0: "
+                         f"any right answer passes), got k={k}, G={group_size}")
     if not ((rewards == 0) | (rewards == 1)).all():
         raise ValueError("supervision=passk needs binary rewards (0 or 1), got "
                          f"{sorted(set(rewards.tolist()) - {0.0, 1.0})[:5]}: use a verifier reward (reward=verifier)")
