@@ -31,7 +31,8 @@ from grpo.tasks.base import verified
 
 class GRPOModule(L.LightningModule):
     """policy, tokenizer, task: what is trained and on what; rollout: a GroupRollout (bound to the reward);
-    loss: a policy loss (grpo.algo.loss.GRPOLoss or any object with `beta` and the same call);
+    loss: a policy loss (grpo.algo.loss.GRPOLoss or any object with `beta` and the same call; one with
+        `needs_entropy` also gets entropy= [N, T], with its gradient if `entropy_grad`, see grpo.algo.entropy);
     optimizer, lr_scheduler: factories (Hydra `_partial_`) taking the parameters / the optimizer;
     lora: the LoRA settings (grpo.models.adapters.LoRA) the policy's adapters were made with (None: full fine-tuning)."""
 
@@ -89,10 +90,13 @@ class GRPOModule(L.LightningModule):
         minibatch = self.last_rollout.batch.rows(index)  # this update's whole groups, padding trimmed
         mask = minibatch["completion_mask"]
         logp, entropy = completion_logprobs(
-            self.policy, minibatch["input_ids"], minibatch["attention_mask"], mask.shape[1], self.rollout.temperature, with_entropy=True
+            self.policy, minibatch["input_ids"], minibatch["attention_mask"], mask.shape[1], self.rollout.temperature, with_entropy=True,
+            entropy_grad=getattr(self.loss, "entropy_grad", False),  # an entropy bonus (grpo.algo.entropy) needs its gradient
         )
         num_tokens = token_normaliser(self._step_tokens, self.trainer.world_size, self.trainer.accumulate_grad_batches)
-        loss, stats = self.loss(logp, minibatch["old_logp"], minibatch["ref_logp"], minibatch["advantages"], mask, num_tokens=num_tokens)
+        extra = {"entropy": entropy} if getattr(self.loss, "needs_entropy", False) else {}  # a loss that asks gets entropy=
+        loss, stats = self.loss(logp, minibatch["old_logp"], minibatch["ref_logp"], minibatch["advantages"], mask,
+                                num_tokens=num_tokens, **extra)
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)

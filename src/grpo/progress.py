@@ -1,6 +1,8 @@
 """What the terminal shows during a run: one bar over GRPO steps (step i/N, elapsed, remaining) with the
-latest rollout reward, rollout accuracy, KL and the latest held-out accuracy; in a log file (no
+latest rollout reward, rollout accuracy, KL, policy entropy and the latest held-out accuracy; in a log file (no
 terminal) a line every `log_every` steps says the same. The warm start's bar counts optimizer steps.
+When the policy's mean token entropy (train/entropy) falls below `entropy_floor`, the bar and the line say
+"entropy collapse" and a warning is logged once each time it crosses below (null: no check).
 
 Lightning's own bar shows a bar per epoch, always 1/1 here (one epoch is one GRPO step); this one
 replaces it (a ProgressBar callback: Lightning then adds none of its own).
@@ -20,6 +22,7 @@ SHOWN = {  # logged metric -> how the bar names it
     "rollout/reward_mean": "reward",
     "rollout/accuracy": "acc",
     "train/kl": "kl",
+    "train/entropy": "entropy",
     "val/accuracy": "held-out acc",
     "sft/loss": "loss",
 }
@@ -34,11 +37,14 @@ def _clock(seconds: float) -> str:
 class StepProgressBar(ProgressBar):
     """count: "epochs" (one GRPO step each) or "batches" (optimizer steps, for the warm start)."""
 
-    def __init__(self, unit: str = "GRPO step", count: str = "epochs", log_every: int = 10):
+    def __init__(self, unit: str = "GRPO step", count: str = "epochs", log_every: int = 10, entropy_floor: float | None = None):
         super().__init__()
         if count not in ("epochs", "batches"):
             raise ValueError(f"count={count!r}: choose epochs or batches")
-        self.unit, self.count, self.log_every = unit, count, log_every
+        if entropy_floor is not None and entropy_floor <= 0:
+            raise ValueError(f"callbacks.progress.entropy_floor={entropy_floor}: a positive entropy (nats), or null for no check")
+        self.unit, self.count, self.log_every, self.entropy_floor = unit, count, log_every, entropy_floor
+        self._collapsed = False
         self._enabled, self._bar, self._done = True, None, 0
 
     def disable(self) -> None:
@@ -69,15 +75,28 @@ class StepProgressBar(ProgressBar):
             return
         self._done += 1
         shown = {name: float(trainer.callback_metrics[key]) for key, name in SHOWN.items() if key in trainer.callback_metrics}
+        collapsed = self._entropy_check(shown)
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix({k: f"{v:.3f}" for k, v in shown.items()}, refresh=True)
+            postfix = {k: f"{v:.3f}" for k, v in shown.items()} | ({"entropy collapse": "!"} if collapsed else {})
+            self._bar.set_postfix(postfix, refresh=True)
         elif self._done % self.log_every == 0 or self._done == self._total(trainer):
             elapsed = time.perf_counter() - self._start
             rate = elapsed / max(1, self._done - self._first)
             remaining = rate * (self._total(trainer) - self._done)
             values = "  ".join(f"{k} {v:.3f}" for k, v in shown.items())
+            values += f"  entropy collapse (< {self.entropy_floor:g})" if collapsed else ""
             log.info("%s %d/%d  elapsed %s  remaining %s  %s", self.unit, self._done, self._total(trainer), _clock(elapsed), _clock(remaining), values)
+
+    def _entropy_check(self, shown: dict[str, float]) -> bool:
+        """True while the latest mean token entropy is below entropy_floor; warns when it crosses below."""
+        collapsed = self.entropy_floor is not None and shown.get("entropy", float("inf")) < self.entropy_floor
+        if collapsed and not self._collapsed:
+            log.warning("policy entropy %.4f fell below callbacks.progress.entropy_floor=%g at %s %d: the policy may be "
+                        "collapsing (fewer distinct samples, more flat groups); see loss=entropy_bonus or loss=top_entropy",
+                        shown["entropy"], self.entropy_floor, self.unit, self._done)
+        self._collapsed = collapsed
+        return collapsed
 
     # epochs: the finished step's metrics reach callback_metrics after its epoch-end hooks, so the bar moves at
     # the next step's start (and at the end of training for the last one)

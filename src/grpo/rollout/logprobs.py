@@ -27,22 +27,25 @@ PACK_IF_SAVES = 0.8  # pack only when its model FLOPs are at most this share of 
 
 
 def completion_logprobs(
-    model, input_ids: Tensor, attention_mask: Tensor, completion_len: int, temperature: float = 1.0, with_entropy: bool = False
+    model, input_ids: Tensor, attention_mask: Tensor, completion_len: int, temperature: float = 1.0, with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """log pi(o_t | q, o_<t) for the last `completion_len` positions of `input_ids`.
 
     input_ids, attention_mask: [B, P+T], prompt left-padded then completion right-padded.
-    Returns logp [B, T] (float32) and, if asked, the policy entropy per position [B, T] (no gradient); only
+    Returns logp [B, T] (float32) and, if asked, the policy entropy per position [B, T] (no gradient unless
+    entropy_grad: an entropy bonus in the loss, grpo.algo.entropy); only
     positions where attention_mask is 1 are meaningful (the group-packed way leaves 0 elsewhere).
     Logits are divided by the sampling temperature so that logp is the sampling distribution's.
     """
     plan = _pack_plan(model, input_ids, attention_mask, completion_len)
     if plan is not None:
-        return _packed_logprobs(model, plan, temperature, with_entropy)
-    return _padded_logprobs(model, input_ids, attention_mask, completion_len, temperature, with_entropy)
+        return _packed_logprobs(model, plan, temperature, with_entropy, entropy_grad)
+    return _padded_logprobs(model, input_ids, attention_mask, completion_len, temperature, with_entropy, entropy_grad)
 
 
-def _token_logprobs(logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+def _token_logprobs(logits: Tensor, targets: Tensor, temperature: float, with_entropy: bool,
+                    entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
     """logits [..., V], targets [...] -> log-prob of each target [...] (float32) and the entropy [...] if asked."""
     logits = logits.float()
     if temperature not in (0, 1):
@@ -50,13 +53,13 @@ def _token_logprobs(logits: Tensor, targets: Tensor, temperature: float, with_en
     logprobs = torch.log_softmax(logits, dim=-1)
     logp = logprobs.gather(-1, targets[..., None]).squeeze(-1)
     entropy = None
-    if with_entropy:  # a statistic: no graph, so its [..., V] intermediates are freed at once
-        with torch.no_grad():
+    if with_entropy:  # a statistic: no graph (its [..., V] intermediates freed at once), unless a loss term needs one
+        with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
             entropy = -(logprobs.exp() * logprobs).sum(-1)
     return logp, entropy
 
 
-def _padded_logprobs(model, input_ids, attention_mask, T, temperature, with_entropy):
+def _padded_logprobs(model, input_ids, attention_mask, T, temperature, with_entropy, entropy_grad=False):
     """Every row as given; only the last T+1 positions' logits are computed (`logits_to_keep`)."""
     out = model(
         input_ids=input_ids,
@@ -66,7 +69,7 @@ def _padded_logprobs(model, input_ids, attention_mask, T, temperature, with_entr
         logits_to_keep=T + 1,
     )
     logits = out.logits[:, -T - 1 : -1]  # [B, T, V]: position t predicts token t+1
-    return _token_logprobs(logits, input_ids[:, -T:], temperature, with_entropy)
+    return _token_logprobs(logits, input_ids[:, -T:], temperature, with_entropy, entropy_grad)
 
 
 # ---------------------------------------------------------------- group packing
@@ -185,11 +188,11 @@ def _ranges(lengths: Tensor) -> Tensor:
     return torch.arange(int(lengths.sum())) - starts.repeat_interleave(lengths)
 
 
-def _packed_logprobs(model, plan: dict, temperature: float, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+def _packed_logprobs(model, plan: dict, temperature: float, with_entropy: bool, entropy_grad: bool = False) -> tuple[Tensor, Tensor | None]:
     mask = attention_kernel_mask(model, plan["allowed"])
     hidden = model.model(input_ids=plan["ids"], attention_mask=mask, position_ids=plan["position"], use_cache=False)
     hidden = hidden.last_hidden_state[plan["gather"]]  # [N_tokens, H]: only where a completion token is predicted
-    logp_tok, entropy_tok = _token_logprobs(model.lm_head(hidden), plan["targets"], temperature, with_entropy)
+    logp_tok, entropy_tok = _token_logprobs(model.lm_head(hidden), plan["targets"], temperature, with_entropy, entropy_grad)
     B, T = plan["shape"]
     logp = logp_tok.new_zeros(B, T).index_put(plan["scatter"], logp_tok)
     entropy = entropy_tok.new_zeros(B, T).index_put(plan["scatter"], entropy_tok) if with_entropy else None
