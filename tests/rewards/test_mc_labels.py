@@ -105,9 +105,11 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="returned"):
         monte_carlo_labels(TASK, [PROBLEM], [RIGHT], LineSteps(), lambda p, x, n, s: Continuations([[""]], 0), n=2)
     with pytest.raises(ValueError, match="supervision=process"):
-        LearnedReward(supervision="outcome", step_labels=MonteCarloStepLabels(LineSteps()))
+        LearnedReward(step_labels=MonteCarloStepLabels(LineSteps())).supervise(process=False)
+    with pytest.raises(ValueError, match="supervision=process"):
+        LearnedReward(kind="orm", step_labels=MonteCarloStepLabels(LineSteps()))
     with pytest.raises(ValueError, match="step_labels=mc"):
-        LearnedReward(supervision="process", step_labels="mc")
+        LearnedReward(step_labels="mc")
 
 
 def test_labels_are_cached_under_a_key_of_what_made_them(tmp_path):

@@ -97,12 +97,42 @@ def test_orm_outcome_is_the_score_at_the_last_token(tokenizer):
         reward.steps([PROBLEM], [COMPLETION])
 
 
-def test_kind_follows_supervision():
-    assert LearnedReward(supervision="outcome").kind == "orm"
-    assert LearnedReward(supervision="process").kind == "prm"
-    assert LearnedReward(kind="prm", supervision="outcome").kind == "prm"  # a PRM can give outcome rewards (min)
+def test_kind_follows_the_advantage_estimator():
+    """reward.kind null: the pipeline's supervise(needs_step_rewards) makes a PRM or an ORM; a wrong pair is refused."""
+    assert LearnedReward().supervise(process=False).kind == "orm"
+    assert LearnedReward().supervise(process=True).kind == "prm"
+    assert LearnedReward(kind="prm").supervise(process=False).kind == "prm"  # a PRM can give outcome rewards (min)
     with pytest.raises(ValueError, match="kind=prm"):
-        LearnedReward(kind="orm", supervision="process")
+        LearnedReward(kind="orm").supervise(process=True)
+    with pytest.raises(ValueError, match="supervise"):
+        LearnedReward().bind(TASK, policy=tiny_lm()[0], tokenizer=tiny_lm()[1])  # neither told nor set: no guess
+
+
+@pytest.mark.parametrize("supervision, kind", [("outcome", "orm"), ("process", "prm"), ("rloo", "orm")])
+def test_the_pipeline_tells_the_reward_model_what_the_estimator_wants(supervision, kind, tmp_path, monkeypatch):
+    """python train.py reward=model supervision=<s>: no grpo.supervision to keep in step; the estimator decides,
+    alone or as a component of a weighted reward; kind=orm under a process estimator stops before the policy loads."""
+    from grpo import pipeline
+    from grpo.rewards.combine import learned_component
+    from grpo_testkit import compose_config
+
+    built = {}
+
+    def stop(source, task, task_key):  # the policy's loading: the reward is composed and told by then
+        raise RuntimeError("stop")
+
+    monkeypatch.setattr("grpo.models.sources.TinyPolicy.load", stop)
+    original = pipeline.supervise
+    monkeypatch.setattr(pipeline, "supervise", lambda r, p: built.setdefault("reward", original(r, p)))
+    for reward in (["reward=model"], ["reward=weighted", "+reward@reward.components.model.fn=model"]):
+        cfg = compose_config(reward + [f"supervision={supervision}", f"model.cache_dir={tmp_path}"], output_dir=tmp_path)
+        assert "supervision" not in cfg.grpo
+        with pytest.raises(RuntimeError, match="stop"):
+            pipeline.build(cfg)
+        assert learned_component(built.pop("reward")).kind == kind
+    cfg = compose_config(["reward=model", "reward.kind=orm", "supervision=process", f"model.cache_dir={tmp_path}"], output_dir=tmp_path)
+    with pytest.raises(ValueError, match="reward.kind=orm scores whole outputs"):
+        pipeline.build(cfg)
 
 
 def test_build_from_policy_and_from_a_directory(tokenizer, tmp_path):

@@ -11,6 +11,9 @@ Optional, where a component needs them:
 
 - `fn.steps(problems, completions)` -> per completion, a list of (index of the step's last character in
   the completion text, reward) per reasoning step: process supervision (supervision=process);
+- `fn.supervise(process: bool)` -> the component told, when the run is composed (before the policy loads),
+  whether the rollout's advantage estimator wants step rewards (`needs_step_rewards`: supervision=process)
+  or one reward per output; the learned reward model becomes a PRM or an ORM from it;
 - `fn.bind(task, policy=None, tokenizer=None)` -> the component ready to score, called once when the run
   is built (the learned reward model trains on the policy's samples; a length penalty counts tokens);
 - `fn.state_dict()` / `fn.load_state_dict(state)`: what a checkpoint must carry (a learned model's weights).
@@ -51,6 +54,12 @@ def reward_name(component) -> str:
     if isinstance(own, str) and own:
         return own
     return getattr(component, "__name__", None) or type(component).__qualname__
+
+
+def supervise(component, process: bool):
+    """`component.supervise(process)` where it has one (it learns whether the rollout wants step rewards), else itself."""
+    hook = getattr(component, "supervise", None)
+    return hook(process) if callable(hook) else component
 
 
 def call_reward(component, method: str, problems, completions: list[str], name: str | None = None):

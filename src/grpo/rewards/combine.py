@@ -27,7 +27,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from grpo.rewards.base import RewardError, call_reward, check_invalid, checked_outcome, checked_steps, reward_name
+from grpo.rewards.base import RewardError, call_reward, check_invalid, checked_outcome, checked_steps, reward_name, supervise
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,12 @@ class WeightedRewards:
             return reward
         name = reward_name(reward)
         return cls({name: Component(name, reward, 1.0)})
+
+    def supervise(self, process: bool) -> "WeightedRewards":
+        """Tell each component that has `supervise` (the learned reward model) whether the rollout wants step rewards."""
+        for name, c in self.components.items():
+            self.components[name] = Component(c.name, supervise(c.fn, process), c.weight)
+        return self
 
     def bind(self, task, policy=None, tokenizer=None) -> "WeightedRewards":
         """Bind each component that has `bind` (the learned reward model, a length penalty)."""

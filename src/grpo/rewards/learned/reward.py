@@ -38,7 +38,6 @@ from grpo.rollout.engine import KVCacheEngine, sample_texts
 
 log = logging.getLogger(__name__)
 
-SUPERVISION_KIND = {"outcome": "orm", "process": "prm"}
 
 
 class LearnedReward:
@@ -49,7 +48,6 @@ class LearnedReward:
     def __init__(
         self,
         kind: str | None = None,
-        supervision: str = "outcome",
         name_or_path: str | None = None,
         init_from_policy: bool = True,
         arch: TinyArch | Mapping | None = None,
@@ -68,20 +66,15 @@ class LearnedReward:
         cache_dir: str = "outputs/cache",
         step_labels=None,
     ):
-        kind = kind or SUPERVISION_KIND.get(supervision)
-        if kind not in KINDS:
-            raise ValueError(f"reward.kind={kind!r} is not known; choose orm or prm (or null: from grpo.supervision)")
-        if kind == "orm" and supervision == "process":
-            raise ValueError("reward.kind=orm scores whole outputs only; supervision=process needs reward.kind=prm (or null)")
+        if kind not in (None, *KINDS):
+            raise ValueError(f"reward.kind={kind!r} is not known; choose orm or prm (or null: from the advantage estimator)")
         # a PRM's step labels: CheckerStepLabels (task.step_rewards) or mc_labels.MonteCarloStepLabels (the step_labels group)
         self.step_labels = CheckerStepLabels() if step_labels is None else step_labels
         if isinstance(self.step_labels, str) or not callable(self.step_labels):
             raise ValueError(f"reward.step_labels={step_labels!r}: choose the step labels with the step_labels group: "
                              "step_labels=checker (the task's step checker) or step_labels=mc (Monte-Carlo continuations)")
-        if kind == "orm" and self.step_labels.describe() is not None:
-            raise ValueError("step_labels=mc labels reasoning steps for a PRM; an ORM (supervision=outcome) learns from the "
-                             "verifier's answers: add supervision=process, or drop step_labels=mc")
-        self.kind = kind
+        self.requested_kind = kind
+        self.kind = None if kind is None else self._checked_kind(kind, process=kind == "prm")
         self.model_kwargs = dict(
             name_or_path=name_or_path,
             arch=TinyArch.from_node(arch, where="reward.arch"),
@@ -102,9 +95,28 @@ class LearnedReward:
         self.initial_examples: list[RMExample] = []  # the initial training set (the replay buffer starts from it)
         self.initial_metrics: dict[str, float] = {}
 
+    def _checked_kind(self, kind: str, process: bool) -> str:
+        if kind == "orm" and process:
+            raise ValueError("reward.kind=orm scores whole outputs only; the advantage estimator (supervision=process) wants "
+                             "step rewards: use reward.kind=prm (or null: a PRM follows from supervision=process)")
+        if kind == "orm" and self.step_labels.describe() is not None:
+            raise ValueError("step_labels=mc labels reasoning steps for a PRM; an ORM (supervision=outcome) learns from the "
+                             "verifier's answers: add supervision=process, or drop step_labels=mc")
+        return kind
+
+    def supervise(self, process: bool) -> "LearnedReward":
+        """Called by the pipeline with what the rollout's advantage estimator wants (`needs_step_rewards`): step
+        rewards (process True) make a PRM, one reward per output an ORM, unless reward.kind says which (a PRM may give
+        outcome rewards, its lowest step score; an ORM cannot give step rewards)."""
+        self.kind = self._checked_kind(self.requested_kind or ("prm" if process else "orm"), process)
+        return self
+
     # ---- the initial reward model
     def bind(self, task, policy=None, tokenizer=None) -> "LearnedReward":
         """Load the cached initial reward model for (settings, task, policy), training it first if there is none."""
+        if self.kind is None:
+            raise ValueError("reward=model: ORM or PRM? call supervise(process) first (the pipeline does, from the advantage "
+                             "estimator), or set reward.kind=orm|prm")
         if policy is None or tokenizer is None:
             raise ValueError("reward=model trains on samples of the starting policy: bind(task, policy=..., tokenizer=...)")
         self.task, self._policy = task, policy
