@@ -86,8 +86,9 @@ class IterativeSchedule(Callback):
     def _end_of_step(self, trainer, pl_module) -> None:
         epoch = trainer.current_epoch
         if self._reward is not None:
-            samples = pl_module.last_rollout.samples  # (Problem, completion, reward) of this step's rollout, this rank
-            labelled = self._reward.label([s[0] for s in samples], [s[1] for s in samples])
+            rollout = pl_module.last_rollout  # (Problem, completion, reward) of this step's rollout, this rank; their endings
+            samples = rollout.samples
+            labelled = self._reward.label([s[0] for s in samples], [s[1] for s in samples], rollout.ended or None)
             for part in all_gather_objects([e.to_plain() for e in labelled]):
                 self.fresh += part
         n_fresh = len(self.fresh)
@@ -129,7 +130,7 @@ class IterativeSchedule(Callback):
         mine = questions[trainer.global_rank :: world]
         generator = torch.Generator(device=pl_module.device).manual_seed(self.seed * 104_729 + iteration * 131 + trainer.global_rank)
         texts = pl_module.generate(mine, num_samples=1, generator=generator)
-        labelled = self._reward.label(mine, texts)
+        labelled = self._reward.label(mine, texts, ended_from_length(pl_module.tokenizer, texts, pl_module.rollout.engine.max_new_tokens))
         return [RMExample.from_plain(e) for part in all_gather_objects([e.to_plain() for e in labelled]) for e in part]
 
     # ---- checkpoints: the replay mechanism's state (the reward model's weights travel with the module)
@@ -140,6 +141,11 @@ class IterativeSchedule(Callback):
         self.fresh = list(state_dict["fresh"])
         self.buffer.load_state_dict(state_dict["buffer"])
         self._restored = True
+
+
+def ended_from_length(tokenizer, texts: list[str], max_new_tokens: int) -> list[bool]:
+    """Per decoded completion: True if shorter than the length limit (so the policy wrote EOS), re-tokenized."""
+    return [len(ids) < max_new_tokens for ids in tokenizer(texts, add_special_tokens=False).input_ids]
 
 
 @torch.no_grad()

@@ -43,6 +43,7 @@ class Rollout:
     timings: dict[str, float]  # perf/*: seconds in generation, scoring, log-probs; rollout tokens/s
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
     components: dict = field(default_factory=dict)  # per reward component: [N] its value, None where it abstained
+    ended: list = field(default_factory=list)  # [N] per sample: True if the policy wrote EOS, False if cut by max_new_tokens
 
 
 @torch.no_grad()
@@ -161,7 +162,8 @@ class GroupRollout:
             stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
         samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
-        return Rollout(batch, stats, timings, samples, scores.components)
+        ended = [not t for d in draws for t in d.out.truncated.tolist()]  # in the samples' order
+        return Rollout(batch, stats, timings, samples, scores.components, ended)
 
     def _draw(self, problems, device, generator) -> Draw:
         """One generation batch: G completions of each of `problems`, scored, with their advantages."""

@@ -34,7 +34,7 @@ from grpo.rewards.learned.data import KINDS, CheckerStepLabels, RMExample, label
 from grpo.rewards.learned.fingerprint import policy_fingerprint, task_settings
 from grpo.rewards.learned.network import build_reward_model, load_reward_model, score
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
-from grpo.rollout.engine import KVCacheEngine, sample_texts
+from grpo.rollout.engine import KVCacheEngine, sample_problems
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +152,14 @@ class LearnedReward:
         engine = KVCacheEngine(max_new_tokens=self.data["max_new_tokens"], temperature=self.data["temperature"])
         engine.load_weights(policy.to(device))
         sampling = torch.Generator(device=device).manual_seed(self.seed)
-        problems, texts = [], []
+        problems, texts, ended = [], [], []
         for start in progress_bar(range(0, len(picked), 64), desc="Sampling for the reward model"):
             chunk = picked[start : start + 64]
-            texts += sample_texts(engine, tokenizer, chunk, device=device, num_samples=self.data["samples_per_prompt"], generator=sampling)
+            _, _, out = sample_problems(engine, tokenizer, chunk, device=device, num_samples=self.data["samples_per_prompt"], generator=sampling)
+            texts += tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
+            ended += (~out.truncated.cpu()).tolist()
             problems += [p for p in chunk for _ in range(self.data["samples_per_prompt"])]
-        examples = self.label(problems, texts)  # (step_labels=mc samples continuations: the policy is still on `device`)
+        examples = self.label(problems, texts, ended)  # (step_labels=mc samples continuations: the policy is still on `device`)
         policy.to(home)
         train, heldout = split_by_prompt(examples, self.data["heldout_fraction"], generator)
         metrics = train_reward_model(
@@ -194,12 +196,13 @@ class LearnedReward:
         return score(self.model, self.tokenizer, examples, batch_size=self.score_batch_size)
 
     # ---- Algorithm 1: continued training on samples of the current policy (rm_schedule=iterative)
-    def label(self, problems, completions: list[str]) -> list[RMExample]:
+    def label(self, problems, completions: list[str], ended=None) -> list[RMExample]:
         """Training examples of `completions`: ORM, the verifier's answer labels; PRM, the step labels (the task's
-        step checker, or Monte-Carlo continuations of the current policy)."""
+        step checker, or Monte-Carlo continuations of the current policy). ended: per completion True (EOS) /
+        False (cut by the length limit) / None (not known); the examples carry it (the encoder shows the EOS)."""
         if self.kind == "prm":
-            return self.step_labels(self.task, problems, completions)
-        return label_examples(self.task, self.kind, problems, completions)
+            return self.step_labels(self.task, problems, completions, ended)
+        return label_examples(self.task, self.kind, problems, completions, ended)
 
     def evaluate(self, examples: list[RMExample]) -> dict[str, float]:
         """accuracy, auroc, positive_rate of the reward model on `examples`."""
