@@ -26,9 +26,9 @@ def tokenizer():
     return build_char_tokenizer(ArithmeticTask.alphabet)
 
 
-def bound(kind: str, tokenizer, seed: int = 0) -> LearnedReward:
+def bound(kind: str, tokenizer, seed: int = 0, **settings) -> LearnedReward:
     """A LearnedReward around a random tiny reward model (no initial training)."""
-    reward = LearnedReward(kind=kind)
+    reward = LearnedReward(kind=kind, **settings)
     reward.task, reward.tokenizer = TASK, tokenizer
     reward.model = build_reward_model(tokenizer, arch=dict(hidden_size=32, num_layers=2, num_heads=2, intermediate_size=64), seed=seed).eval()
     reward._policy = reward.model
@@ -52,6 +52,57 @@ def test_orm_label_lands_on_the_last_completion_token(tokenizer):
     batch = encode(tokenizer, examples)  # right-padded: row 2 is the prompt alone
     assert batch["positions"].tolist() == [28, 28, 8]  # 9 + 19; the empty completion: the prompt's last token ('=')
     assert batch["attention_mask"].sum(-1).tolist() == [29, 29, 9]
+
+
+def logit_after(reward, text_ids) -> float:
+    with torch.no_grad():
+        return torch.sigmoid(reward.model(input_ids=torch.tensor([text_ids])).logits[0, -1, 0]).item()
+
+
+def test_an_ended_completion_is_scored_with_its_eos(tokenizer):
+    """The PRM reads the final step of a completion the policy ended at the EOS after it (it has seen the ending); the
+    other steps where they end; without the ending known (None) or cut by the length limit, no EOS is shown."""
+    reward = bound("prm", tokenizer, no_answer_penalty=0.0)
+    prompt = tokenizer(PROBLEM.prompt, add_special_tokens=False).input_ids
+    text = tokenizer(COMPLETION, add_special_tokens=False).input_ids
+    (ended,) = reward.steps([PROBLEM], [COMPLETION], ended=[True])
+    (unknown,) = reward.steps([PROBLEM], [COMPLETION])
+    assert [c for c, _ in ended] == [7, 15, 19]
+    assert ended[2][1] == pytest.approx(logit_after(reward, prompt + text + [tokenizer.eos_token_id]), abs=1e-5)
+    assert unknown[2][1] == pytest.approx(logit_after(reward, prompt + text), abs=1e-5)
+    assert [v for _, v in ended[:2]] == pytest.approx([v for _, v in unknown[:2]], abs=1e-6)
+    assert ended[2][1] != pytest.approx(unknown[2][1], abs=1e-4)
+    batch = encode(tokenizer, label_examples(TASK, "prm", [PROBLEM], [COMPLETION], ended=[True]))
+    assert batch["positions"].tolist() == [9 + 7, 9 + 15, 9 + 20]  # training reads the same places: the EOS is token 20
+    assert batch["input_ids"][0, 29].item() == tokenizer.eos_token_id
+    orm = bound("orm", tokenizer, no_answer_penalty=0.0)
+    assert orm.outcome([PROBLEM], [COMPLETION], ended=[True]).item() == pytest.approx(
+        logit_after(orm, prompt + text + [tokenizer.eos_token_id]), abs=1e-5)
+
+
+def test_a_cut_tail_gets_the_lowest_step_reward_and_no_answer_a_penalty(tokenizer):
+    from grpo.rewards.learned.mc_labels import MonteCarloStepLabels
+    from grpo.rollout.segmenters import MarkerSteps
+
+    reward = bound("prm", tokenizer, no_answer_penalty=0.0)
+    reward.step_labels = MonteCarloStepLabels(MarkerSteps(";"))  # steps closed by ';', an unclosed tail is a step too
+    cut = "12+5=17;17-3=1"  # the length limit cut step 2 ("17-3=1" of "17-3=14")
+    (row,), (same,) = reward.steps([PROBLEM], [cut], ended=[False]), reward.steps([PROBLEM], [cut], ended=[True])
+    assert [c for c, _ in row] == [7, 13] and row[1][1] == 0.0 and same[1][1] > 0  # 0, the lowest, only when cut
+    assert row[0][1] == pytest.approx(same[0][1])
+    assert reward.steps([PROBLEM], [COMPLETION], ended=[False])[0][2][1] == 0.0  # "A:15" cut there: not a right step
+    assert reward.steps([PROBLEM], ["12+5=17;"], ended=[False])[0][0][1] > 0  # closed by its ';': no tail
+    # no_answer_penalty: taken off the last step of a completion that states no final answer (no "A:<number>")
+    penalised = bound("prm", tokenizer, no_answer_penalty=1.0)
+    penalised.step_labels = reward.step_labels
+    no_answer = "12+5=17;17-3=14;"
+    (p_row,), (q_row,) = penalised.steps([PROBLEM], [no_answer], ended=[True]), reward.steps([PROBLEM], [no_answer], ended=[True])
+    assert p_row[-1][1] == pytest.approx(q_row[-1][1] - 1.0) and p_row[0] == q_row[0]
+    assert penalised.steps([PROBLEM], [COMPLETION], ended=[True]) == reward.steps([PROBLEM], [COMPLETION], ended=[True])
+    orm, orm0 = bound("orm", tokenizer, no_answer_penalty=1.0), bound("orm", tokenizer, no_answer_penalty=0.0)
+    assert orm.outcome([PROBLEM], [no_answer]).item() == pytest.approx(orm0.outcome([PROBLEM], [no_answer]).item() - 1.0)
+    with pytest.raises(ValueError, match="no_answer_penalty"):
+        LearnedReward(no_answer_penalty=-1)
 
 
 def test_prm_without_steps_is_dropped_orm_kept():
@@ -84,7 +135,7 @@ def test_step_score_depends_only_on_text_up_to_its_end(tokenizer):
 
 
 def test_orm_outcome_is_the_score_at_the_last_token(tokenizer):
-    reward = bound("orm", tokenizer)
+    reward = bound("orm", tokenizer, no_answer_penalty=0.0)
     completions = [COMPLETION, "12+5=17;A:1", ""]
     scores = reward.outcome([PROBLEM] * 3, completions)
     assert scores.shape == (3,) and ((scores > 0) & (scores < 1)).all()

@@ -8,8 +8,10 @@ Each component is a callable `fn(problems, completions) -> list[float | None]` (
   `rollout.invalid_reward` (error: the run stops naming the components; zero: it counts as 0 and
   is counted in rollout/invalid_rewards).
 - Process supervision (supervision=process): a component with `steps(problems, completions)` gives
-  (index of the step's last character, reward) per step; an outcome-only component's value is placed
-  at the completion's last character (the reward of its final step; nothing for an empty completion).
+  (index of the step's last character, reward) per step; an outcome-only component's value is the
+  reward of the final step: it is added at the last step another component gave that completion (the
+  verifier's outcome lands on the PRM's last step, PRIME / PURE: reward=prm_verifier), else at the
+  completion's last character (nothing for an empty completion).
   A completion's step rewards are the weighted sum of the components' at each character index. A
   completion with no step reward from any component has no steps (as a completion with no
   recognisable step): this is not an error.
@@ -127,23 +129,26 @@ class WeightedRewards:
         return self
 
     # ---- scoring
-    def score(self, problems, completions: list[str], *, process: bool = False, invalid: str = "error") -> Scores:
-        """The rollout's rewards: outcome (process False) or per-step (process True); see the module docstring."""
+    def score(self, problems, completions: list[str], *, process: bool = False, invalid: str = "error", ended=None) -> Scores:
+        """The rollout's rewards: outcome (process False) or per-step (process True); see the module docstring.
+        ended: per completion True (EOS) / False (cut by the length limit), for the components that take it."""
         scores = Scores()
         per_row = [dict() for _ in completions]  # process: char index -> weighted sum
+        outcome_only = []  # process: (component, values) placed after the step components, on each row's last step
         for c in self.components.values():
             if process and hasattr(c.fn, "steps"):
-                rows, bad = checked_steps(c.name, call_reward(c.fn, "steps", problems, completions, c.name), completions, invalid)
+                rows, bad = checked_steps(c.name, call_reward(c.fn, "steps", problems, completions, c.name, ended), completions, invalid)
                 values = [sum(v for _, v in row) / len(row) if row else None for row in rows]
+                self._add(per_row, rows, c.weight)
             else:
-                values, bad = checked_outcome(c.name, call_reward(c.fn, "outcome", problems, completions, c.name), completions, invalid)
-                rows = [[(len(t) - 1, v)] if v is not None and t else [] for t, v in zip(completions, values)]
+                values, bad = checked_outcome(c.name, call_reward(c.fn, "outcome", problems, completions, c.name, ended), completions, invalid)
+                outcome_only.append((c, values))
             scores.invalid += bad
             scores.components[c.name] = values
-            for acc, row in zip(per_row, rows):
-                for char_index, value in row:
-                    acc[char_index] = c.weight * value if char_index not in acc else acc[char_index] + c.weight * value
-        if process:
+        if process:  # an outcome value is the reward of the final step: the last step a step component gave, else the last character
+            last = [max(acc) if acc else len(t) - 1 for acc, t in zip(per_row, completions)]
+            for c, values in outcome_only:
+                self._add(per_row, [[(i, v)] if v is not None and t else [] for i, t, v in zip(last, completions, values)], c.weight)
             scores.steps = [sorted(acc.items()) for acc in per_row]
             return scores
         abstained = [i for i in range(len(completions)) if all(v[i] is None for v in scores.components.values())]
@@ -151,6 +156,12 @@ class WeightedRewards:
         scores.invalid += len(abstained)
         scores.rewards = [self._weighted(i, scores.components) for i in range(len(completions))]  # abstained: 0.0
         return scores
+
+    @staticmethod
+    def _add(per_row: list[dict], rows, weight: float) -> None:
+        for acc, row in zip(per_row, rows):
+            for char_index, value in row:
+                acc[char_index] = weight * value if char_index not in acc else acc[char_index] + weight * value
 
     def _weighted(self, i: int, values: dict[str, list[float | None]]) -> float:
         total = None  # the first term as is (a single weight-1 component's value exactly)

@@ -189,7 +189,8 @@ class GroupRollout:
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
         process = self.advantages.needs_step_rewards
-        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward)
+        ended = (~out.truncated.cpu()).tolist()  # [N] the policy wrote EOS (else max_new_tokens cut it): rewards that take it see it
+        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
         step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps)

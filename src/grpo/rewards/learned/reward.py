@@ -30,6 +30,7 @@ from transformers import AutoTokenizer
 
 from grpo.models.cache import build_once
 from grpo.models.tiny import TinyArch
+from grpo.rewards.learned.endings import is_cut_tail
 from grpo.rewards.learned.data import KINDS, CheckerStepLabels, RMExample, label_examples, split_by_prompt
 from grpo.rewards.learned.fingerprint import policy_fingerprint, task_settings
 from grpo.rewards.learned.network import build_reward_model, load_reward_model, score
@@ -62,6 +63,7 @@ class LearnedReward:
         batch_size: int = 32,
         lr: float = 3e-4,
         score_batch_size: int = 64,
+        no_answer_penalty: float = 1.0,
         seed: int = 0,
         cache_dir: str = "outputs/cache",
         step_labels=None,
@@ -91,6 +93,9 @@ class LearnedReward:
         )
         self.train_kwargs = dict(steps=initial_steps, batch_size=batch_size, lr=lr)
         self.score_batch_size, self.seed, self.cache_dir = score_batch_size, seed, Path(cache_dir)
+        if isinstance(no_answer_penalty, bool) or not isinstance(no_answer_penalty, (int, float)) or not 0 <= no_answer_penalty < float("inf"):
+            raise ValueError(f"reward.no_answer_penalty={no_answer_penalty!r}: must be a number >= 0 (0: no penalty; default 1.0)")
+        self.no_answer_penalty = float(no_answer_penalty)
         self.task = self.model = self.tokenizer = self._policy = None
         self.initial_examples: list[RMExample] = []  # the initial training set (the replay buffer starts from it)
         self.initial_metrics: dict[str, float] = {}
@@ -132,7 +137,7 @@ class LearnedReward:
     def cache_path(self, task, policy) -> Path:
         task_key = task_settings(task)
         model_key = {**self.model_kwargs, "arch": self.model_kwargs["arch"].as_dict()}
-        parts = [self.kind, model_key, self.init_from_policy, self.data, self.train_kwargs, self.seed,
+        parts = [self.kind, "eos", model_key, self.init_from_policy, self.data, self.train_kwargs, self.seed,
                  type(task).__qualname__, task_key, policy_fingerprint(policy)]
         labels = self.step_labels.describe() if self.kind == "prm" else None  # None (the checker): the key as before
         key = json.dumps(parts + ([labels] if labels is not None else []), sort_keys=True)
@@ -155,9 +160,9 @@ class LearnedReward:
         problems, texts, ended = [], [], []
         for start in progress_bar(range(0, len(picked), 64), desc="Sampling for the reward model"):
             chunk = picked[start : start + 64]
-            _, _, out = sample_problems(engine, tokenizer, chunk, device=device, num_samples=self.data["samples_per_prompt"], generator=sampling)
-            texts += tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
-            ended += (~out.truncated.cpu()).tolist()
+            _, _, drawn = sample_problems(engine, tokenizer, chunk, device=device, num_samples=self.data["samples_per_prompt"], generator=sampling)
+            texts += tokenizer.batch_decode(drawn.ids.cpu(), skip_special_tokens=True)
+            ended += (~drawn.truncated.cpu()).tolist()
             problems += [p for p in chunk for _ in range(self.data["samples_per_prompt"])]
         examples = self.label(problems, texts, ended)  # (step_labels=mc samples continuations: the policy is still on `device`)
         policy.to(home)
@@ -175,21 +180,43 @@ class LearnedReward:
             log.info("Monte-Carlo step labels: %d steps of %d solutions; %s", cost.steps, cost.solutions, _fmt(cost.per_step()))
         (out / "examples.json").write_text(json.dumps(plain))
 
-    # ---- the reward source interface (see VerifierReward)
-    def outcome(self, problems, completions: list[str]) -> Tensor:
-        """[N] rewards in [0, 1]: ORM, sigmoid(score) at the last completion token; PRM, the lowest step score."""
+    # ---- the reward source interface (see VerifierReward); ended: per completion True (EOS) / False (cut by the
+    # length limit) / None (not known), from the rollout (grpo.rewards.base)
+    def outcome(self, problems, completions: list[str], ended=None) -> Tensor:
+        """[N] rewards: ORM, sigmoid(score) at the last completion token (at its EOS when it ended); PRM, the lowest
+        step score. Minus no_answer_penalty where the completion states no final answer."""
         if self.kind == "prm":
-            return torch.tensor([min((r for _, r in row), default=0.0) for row in self.steps(problems, completions)])
-        examples = [RMExample(p.prompt, c, ((len(c) - 1, 0.0),)) for p, c in zip(problems, completions)]
-        return torch.tensor([s[0] for s in self._score(examples)])
+            return torch.tensor([min((r for _, r in row), default=0.0) for row in self.steps(problems, completions, ended)])
+        ended = _endings(ended, completions)
+        examples = [RMExample(p.prompt, c, ((len(c) - 1, 0.0),), e) for p, c, e in zip(problems, completions, ended)]
+        scores = [s[0] - self._penalty(c) for c, s in zip(completions, self._score(examples))]
+        return torch.tensor(scores)
 
-    def steps(self, problems, completions: list[str]) -> list[list[tuple[int, float]]]:
-        """Per completion: (index of the step's last character, sigmoid(PRM score) at that token) per step."""
+    def steps(self, problems, completions: list[str], ended=None) -> list[list[tuple[int, float]]]:
+        """Per completion: (index of the step's last character, sigmoid(PRM score) at that token) per step. The final
+        step of an ended completion is scored at its EOS; a tail the length limit cut gets 0 (the lowest step reward);
+        a completion that states no final answer has no_answer_penalty taken off its last step (a blank one gets a
+        step of -no_answer_penalty at its end)."""
         if self.kind != "prm":
             raise ValueError("an ORM scores whole outputs; supervision=process needs reward.kind=prm (or null)")
+        ended = _endings(ended, completions)
         ends = [self.step_labels.ends(self.task, p, text) for p, text in zip(problems, completions)]
-        examples = [RMExample(p.prompt, text, tuple((c, 0.0) for c in row)) for p, text, row in zip(problems, completions, ends)]
-        return [list(zip(row, scores)) for row, scores in zip(ends, self._score(examples))]
+        examples = [RMExample(p.prompt, text, tuple((c, 0.0) for c in row), e)
+                    for p, text, row, e in zip(problems, completions, ends, ended)]
+        out = []
+        for text, row, scores, done in zip(completions, ends, self._score(examples), ended):
+            steps = [(c, 0.0 if is_cut_tail(text, c, done) else s) for c, s in zip(row, scores)]
+            penalty = self._penalty(text)
+            if penalty and steps:
+                steps[-1] = (steps[-1][0], steps[-1][1] - penalty)
+            elif penalty and text.strip():
+                steps = [(len(text.rstrip()) - 1, -penalty)]
+            out.append(steps)
+        return out
+
+    def _penalty(self, completion: str) -> float:
+        """no_answer_penalty if the completion states no final answer (task.extract_answer is None), else 0."""
+        return self.no_answer_penalty if self.no_answer_penalty and self.task.extract_answer(completion) is None else 0.0
 
     def _score(self, examples: list[RMExample]) -> list[list[float]]:
         self.follow_policy_device()
@@ -226,6 +253,14 @@ class LearnedReward:
         device = next(self._policy.parameters()).device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
+
+
+def _endings(ended, completions: list[str]) -> list:
+    if ended is None:
+        return [None] * len(completions)
+    if len(ended) != len(completions):
+        raise ValueError(f"ended has {len(ended)} entries for {len(completions)} completions")
+    return [None if e is None else bool(e) for e in ended]
 
 
 def progress_bar(items, desc: str):
