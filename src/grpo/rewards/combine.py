@@ -46,6 +46,7 @@ class Scores:
     rewards: list[float] | None = None  # outcome: [N] weighted sums
     steps: list[list[tuple[int, float]]] | None = None  # process: per completion, (char index, weighted sum) by index
     components: dict[str, list[float | None]] = field(default_factory=dict)  # per component: [N] value, None = abstained
+    lowest: dict[str, list[float | None]] = field(default_factory=dict)  # process, per step component: [N] its lowest step reward
     invalid: int = 0  # invalid values (and completions every component abstained on) counted as 0
 
     def means(self) -> dict[str, float]:
@@ -139,6 +140,7 @@ class WeightedRewards:
             if process and hasattr(c.fn, "steps"):
                 rows, bad = checked_steps(c.name, call_reward(c.fn, "steps", problems, completions, c.name, ended), completions, invalid)
                 values = [sum(v for _, v in row) / len(row) if row else None for row in rows]
+                scores.lowest[c.name] = [min(v for _, v in row) if row else None for row in rows]
                 self._add(per_row, rows, c.weight)
             else:
                 values, bad = checked_outcome(c.name, call_reward(c.fn, "outcome", problems, completions, c.name, ended), completions, invalid)

@@ -28,6 +28,7 @@ from grpo.rewards.combine import Scores, WeightedRewards
 from grpo.rollout.batch import RolloutBatch
 from grpo.rollout.dynamic_sampling import Draw, merge_groups, select_groups
 from grpo.rollout.engine import RolloutEngine, sample_problems
+from grpo.rollout.gauge import gauged_name, rollout_gauge
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
 from grpo.rollout.steps import step_reward_tensors
@@ -158,6 +159,9 @@ class GroupRollout:
         scores = Scores(components={name: [v for d in draws for v in d.scores.components[name]] for name in draws[0].scores.components},
                         invalid=sum(d.scores.invalid for d in draws))  # every completion drawn, in the samples' order
         stats |= {f"reward/{name}": mean for name, mean in scores.means().items()}  # rollout/reward/<component>
+        reward = WeightedRewards.of(self.reward)  # the over-optimisation gauge: rollout/gauge/*, answer_rate, steps_per_completion
+        stats |= rollout_gauge(self.task, [t for d in draws for t in d.texts], correct, [d.scores for d in draws],
+                               gauged_name(reward), self.advantages.needs_step_rewards)
         if self.invalid_reward == "zero":
             stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}

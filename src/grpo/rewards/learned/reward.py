@@ -77,9 +77,11 @@ class LearnedReward:
                              "step_labels=checker (the task's step checker) or step_labels=mc (Monte-Carlo continuations)")
         self.requested_kind = kind
         self.kind = None if kind is None else self._checked_kind(kind, process=kind == "prm")
+        # a field left null is the policy's (TinyArch's default without a tiny policy)
+        self.arch_fields = {k: v for k, v in dict(arch).items() if v is not None} if isinstance(arch, Mapping) else None
         self.model_kwargs = dict(
             name_or_path=name_or_path,
-            arch=TinyArch.from_node(arch, where="reward.arch"),
+            arch=TinyArch.from_node(arch if self.arch_fields is None else self.arch_fields, where="reward.arch"),
             dtype=dtype,
             trust_remote_code=trust_remote_code,
         )
@@ -124,6 +126,7 @@ class LearnedReward:
                              "estimator), or set reward.kind=orm|prm")
         if policy is None or tokenizer is None:
             raise ValueError("reward=model trains on samples of the starting policy: bind(task, policy=..., tokenizer=...)")
+        self._check_arch(policy)
         self.task, self._policy = task, policy
         self.step_labels.bind(policy, tokenizer)  # step_labels=mc continues prefixes with the policy (which keeps training)
         path = build_once(self.cache_path(task, policy), "examples.json", lambda tmp: self._build(task, policy, tokenizer, tmp))
@@ -133,6 +136,20 @@ class LearnedReward:
         self.initial_examples = [RMExample.from_plain(e) for e in saved["train"]]
         self.initial_metrics = saved["metrics"]
         return self
+
+    def _check_arch(self, policy) -> None:
+        """init_from_policy copies the policy's backbone: a reward.arch that differs from it would be ignored: refused."""
+        if not self.init_from_policy or not self.arch_fields or not hasattr(policy, "config"):
+            return
+        config = policy.config
+        have = {"family": config.model_type, "hidden_size": config.hidden_size, "num_layers": config.num_hidden_layers,
+                "num_heads": config.num_attention_heads, "intermediate_size": config.intermediate_size,
+                "max_position_embeddings": config.max_position_embeddings}
+        differ = {k: v for k, v in self.arch_fields.items() if k in have and have[k] != v}
+        if differ:
+            raise ValueError(f"reward.arch {differ} differs from the policy's ({ {k: have[k] for k in differ} }), but "
+                             "reward.init_from_policy=true copies the policy's backbone: add reward.init_from_policy=false "
+                             "for a reward model of its own size")
 
     def cache_path(self, task, policy) -> Path:
         task_key = task_settings(task)
