@@ -176,7 +176,7 @@ def test_retraining_raises_reward_model_accuracy_on_fresh_policy_samples(tmp_pat
             f"reward.cache_dir={tmp_path / 'cache'}",
             "rm_schedule=iterative",
             "rm_schedule.steps_per_iteration=2",
-            "rm_schedule.rm_steps=100",
+            "rm_schedule.rm_steps=200",  # (100 before the reward model read ended outputs at their EOS: two read positions)
             "rm_schedule.rm_lr=3e-3",
             "rm_schedule.eval_samples=64",
         ],

@@ -186,6 +186,28 @@ def test_the_pipeline_tells_the_reward_model_what_the_estimator_wants(supervisio
         pipeline.build(cfg)
 
 
+def test_the_reward_models_own_size(tmp_path):
+    """python train.py reward=model reward.init_from_policy=false reward.arch.hidden_size=256: a reward model larger
+    than the policy (its other fields the policy's); the same override with init_from_policy=true is refused."""
+    from hydra.utils import instantiate
+
+    from grpo_testkit import compose_config
+
+    cfg = compose_config(["reward=model", "reward.init_from_policy=false", "reward.arch.hidden_size=256"], output_dir=tmp_path)
+    reward = instantiate(cfg.reward)
+    assert reward.model_kwargs["arch"].hidden_size == 256 and reward.model_kwargs["arch"].num_layers == cfg.model.arch.num_layers
+    tok = build_char_tokenizer(ArithmeticTask.alphabet)
+    model = build_reward_model(tok, init_from=None, seed=0, **reward.model_kwargs)  # what _build does without init_from_policy
+    assert model.config.hidden_size == 256 and model.config.num_hidden_layers == cfg.model.arch.num_layers
+    policy = tiny_lm(**{k: v for k, v in cfg.model.arch.items() if k != "family"})[0]  # model=tiny's arch
+    same_size = instantiate(compose_config(["reward=model"], output_dir=tmp_path).reward)
+    same_size._check_arch(policy)  # the policy's own arch (the default): fine
+    bigger = instantiate(compose_config(["reward=model", "reward.arch.hidden_size=256", f"reward.cache_dir={tmp_path}",
+                                         "reward.initial_prompts=2", "reward.initial_steps=1"], output_dir=tmp_path).reward)
+    with pytest.raises(ValueError, match="reward.init_from_policy=false"):
+        bigger.supervise(False).bind(TASK, policy=policy, tokenizer=tok)
+
+
 def test_build_from_policy_and_from_a_directory(tokenizer, tmp_path):
     policy, tok = tiny_lm(seed=1)
     model = build_reward_model(tok, init_from=policy)
