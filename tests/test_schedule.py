@@ -114,12 +114,36 @@ def test_debug_run_with_reward_model_logs_rm_metrics(supervision, base_overrides
     scalars = read_scalars(tmp_path / "run" / "tb")
     for tag in ["accuracy_before", "auroc_before", "accuracy_after", "auroc_after", "positive_rate_after", "fresh_size", "buffer_size", "replayed_size", "iteration"]:
         assert len(scalars[f"rm/{tag}"]) == 2, tag  # debug: 2 steps, an iteration per step
-    assert all(0.0 <= v <= 1.0 for _, v in scalars["rollout/reward_mean"])  # sigmoid scores of the reward model
+    assert all(-1.0 <= v <= 1.0 for _, v in scalars["rollout/reward_mean"])  # sigmoid scores, minus no_answer_penalty (1)
     fresh = [v for _, v in scalars["rm/fresh_size"]]
     buffer = [v for _, v in scalars["rm/buffer_size"]]
     if supervision == "outcome":
         assert fresh == [16.0, 16.0]  # 4 questions x 4 samples per step, each labelled
     assert buffer[1] - buffer[0] == fresh[1]  # each iteration's fresh samples join the history
+
+
+@pytest.mark.parametrize("reset", [False, True])
+def test_online_schedule_retrains_every_step_and_keeps_the_reference(reset, base_overrides, tmp_path):
+    """python train.py debug=default reward=model rm_schedule=online [rm_schedule.reset_reference=true]: the reward model
+    continues training after every step (k=1) on that step's labels, its cost logged; pi_ref stays the starting
+    policy unless reset_reference=true."""
+    cfg = compose_config(
+        base_overrides + NO_VAL + rm_overrides(tmp_path / "cache") + ["rm_schedule=online", f"rm_schedule.reset_reference={reset}",
+                                                                       "rm_schedule.rm_steps=3", "rm_schedule.eval_samples=0", "grpo.steps=2"],
+        output_dir=tmp_path / "run",
+    )
+    module, datamodule, trainer = build(cfg)
+    module.rollout.reward.no_answer_penalty = 0.0
+    start = copy.deepcopy(module.policy)
+    rm_start = copy.deepcopy(module.rollout.reward.model)
+    trainer.fit(module, datamodule=datamodule)
+    assert not same(module.policy, start)  # the policy moved
+    assert same(module.reference, module.policy if reset else start)
+    assert not same(module.rollout.reward.model, rm_start)
+    scalars = read_scalars(tmp_path / "run" / "tb")
+    assert len(scalars["rm/train_time_s"]) == 2 and all(v > 0 for _, v in scalars["rm/train_time_s"])  # every step
+    assert [v for _, v in scalars["rm/labelled_steps"]] == [16.0, 16.0]  # ORM: 4 questions x 4 samples, one label each
+    assert "rm/accuracy_before" not in scalars  # eval_samples=0
 
 
 class SevenTask(ArithmeticTask):
@@ -152,7 +176,7 @@ def test_retraining_raises_reward_model_accuracy_on_fresh_policy_samples(tmp_pat
             f"reward.cache_dir={tmp_path / 'cache'}",
             "rm_schedule=iterative",
             "rm_schedule.steps_per_iteration=2",
-            "rm_schedule.rm_steps=100",
+            "rm_schedule.rm_steps=200",  # (100 before the reward model read ended outputs at their EOS: two read positions)
             "rm_schedule.rm_lr=3e-3",
             "rm_schedule.eval_samples=64",
         ],

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import grpo.quiet  # noqa: F401  (third-party tips and deprecation warnings)
 from grpo.checks import ConfigError, check_checkpoint, check_config
+from grpo.rewards.base import supervise
 from grpo.tasks.prompts import FormattedTask
 from grpo.strategies.weights import export_pretrained
 
@@ -106,7 +107,8 @@ def build(cfg: DictConfig):
     L.seed_everything(cfg.seed, workers=True)
     task = instantiate_task(cfg.task)
     prompt = instantiate_clearly(cfg.prompt)
-    reward_source = instantiate_clearly(cfg.reward)
+    # what the advantage estimator wants (step rewards or one per output) decides a learned reward's kind (PRM / ORM)
+    reward_source = supervise(instantiate_clearly(cfg.reward), instantiate_clearly(cfg.advantage).needs_step_rewards)
     loss = instantiate_clearly(cfg.loss)
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     if cfg.trainer.get("enable_progress_bar") is False:  # the user turned the bar off: ours too

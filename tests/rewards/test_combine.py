@@ -88,6 +88,53 @@ def test_process_supervision_sums_weighted_steps_and_places_outcome_values_at_th
     assert scores.rewards is None
 
 
+def test_an_outcome_value_lands_on_the_last_step_of_the_step_components():
+    """reward=prm_verifier: the verifier's outcome is the final step's reward, added where the PRM's last step ends
+    (not on a trailing newline after it, which would be a step of its own), at the last character without steps."""
+
+    class PRM:
+        def __call__(self, problems, completions):
+            return [0.0] * len(completions)
+
+        def steps(self, problems, completions):
+            return [[(0, 0.25), (2, 0.5)] if t.strip() else [] for t in completions]
+
+    reward = WeightedRewards({"model": {"fn": PRM(), "weight": 1.0}, "verifier": {"fn": fixed([1.0, 0.0, 1.0]), "weight": 2.0}})
+    scores = reward.score([P] * 3, ["1;2\n", "1;2", "  "], process=True)
+    # row 0: step at 2 gets 0.5 + 2 * 1.0 = 2.5 (on 3d22abe the verifier sat at the newline, index 3, a third step)
+    assert scores.steps == [[(0, 0.25), (2, 2.5)], [(0, 0.25), (2, 0.5)], [(1, 2.0)]]
+
+
+def test_components_that_take_ended_get_it():
+    seen = {}
+
+    def with_endings(problems, completions, ended=None):
+        seen["ended"] = ended
+        return [float(e) for e in ended]
+
+    reward = WeightedRewards({"e": {"fn": with_endings}, "plain": {"fn": fixed([0.5, 0.5]), "weight": 1.0}})
+    assert reward.score([P] * 2, ["a", "b"], ended=[True, False]).rewards == [1.5, 0.5]
+    assert seen["ended"] == [True, False]
+
+
+def test_prm_verifier_composes_and_the_schedule_finds_its_reward_model(tmp_path):
+    """python train.py reward=prm_verifier supervision=process step_labels=mc steps=marker reward.components.verifier.weight=2.0"""
+    from hydra.utils import instantiate
+
+    from grpo.rewards.base import supervise
+    from grpo.rewards.functions import VerifiedAnswer
+    from grpo.rewards.learned.reward import LearnedReward
+    from grpo_testkit import compose_config
+
+    cfg = compose_config(["reward=prm_verifier", "supervision=process", "step_labels=mc", "steps=marker",
+                          "reward.components.verifier.weight=2.0", "reward.components.model.weight=0.5"], output_dir=tmp_path)
+    reward = supervise(instantiate(cfg.reward), True)
+    assert {n: c.weight for n, c in reward.components.items()} == {"model": 0.5, "verifier": 2.0}
+    assert isinstance(reward.components["verifier"].fn, VerifiedAnswer) and not hasattr(reward.components["verifier"].fn, "steps")
+    found = learned_component(reward)
+    assert isinstance(found, LearnedReward) and found.kind == "prm"  # rm_schedule=iterative|online retrains it
+
+
 def test_verifier_alone_is_one_weight_1_component_named_verifier():
     source = VerifierReward()
     reward = WeightedRewards.of(source)

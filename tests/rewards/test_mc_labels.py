@@ -12,6 +12,7 @@ import torch
 
 from grpo.rewards.learned import mc_labels as mc_mod
 from grpo.rewards.learned.data import split_by_prompt
+from grpo.rewards.learned.endings import is_final, step_cut
 from grpo.rewards.learned.mc_labels import Continuations, MonteCarloStepLabels, PolicyCompleter, monte_carlo_labels
 from grpo.rewards.learned.network import build_reward_model, score
 from grpo.rewards.learned.reward import LearnedReward
@@ -33,8 +34,10 @@ def prefix_is_right(problem, prefix: str) -> bool:
 
 
 class Oracle:
-    """Finishes a right prefix with the right answer and a wrong one with a wrong answer; with `half`, a right
-    prefix of one step is finished right by only the first half of its n continuations. Records its calls."""
+    """A completer that does what a policy can do: it keeps writing the number the text ends in (one more digit, "0",
+    when the prefix ends in a digit: `17` -> `170`, `#### 14` -> `#### 140`), then finishes with the right answer
+    line if every step written so far is right, else a wrong one. With `half`, a right prefix of one step is finished
+    right by only the first half of its n continuations. Records its calls."""
 
     def __init__(self, half: bool = False):
         self.half, self.calls = half, []
@@ -43,22 +46,22 @@ class Oracle:
         self.calls.append((list(prefixes), n, seed))
         texts = []
         for problem, prefix in zip(problems, prefixes):
-            if "####" in prefix:
-                texts.append([""] * n)  # the answer is written: the continuation ends at once
-                continue
-            right, wrong = f"\n#### {problem.answer}", f"\n#### {int(problem.answer) + 1}"
-            ok = prefix_is_right(problem, prefix)
-            one_step = "\n" not in prefix
+            more = "0" if prefix[-1:].isdigit() else ""  # a policy may go on writing the number it is in
+            right, wrong = f"{more}\n#### {problem.answer}", f"{more}\n#### {int(problem.answer) + 1}"
+            ok = prefix_is_right(problem, prefix + more)
+            one_step = prefix.rstrip("\n").count("\n") == 0
             texts.append([right if ok and not (self.half and one_step and i >= n // 2) else wrong for i in range(n)])
         return Continuations(texts, tokens=sum(len(t) for row in texts for t in row))
 
 
 def test_hard_and_soft_labels_of_a_completer_that_is_right_from_right_prefixes():
     completions = [RIGHT, SECOND_WRONG, FIRST_WRONG]
-    soft, cost = monte_carlo_labels(TASK, [PROBLEM] * 3, completions, LineSteps(), Oracle(), n=4, soft=True)
-    # step ends: '7' of 17 (6), the last digit of step 2 (14), the answer's last digit (22)
+    oracle = Oracle()
+    soft, cost = monte_carlo_labels(TASK, [PROBLEM] * 3, completions, LineSteps(), oracle, n=4, soft=True)
+    # step ends: '7' of 17 (6), the last digit of step 2 (14), the answer's last digit (22); the final step is the
+    # verifier's verdict on the completion (it ended: nothing follows it)
     assert [e.targets for e in soft] == [
-        ((6, 1.0), (14, 1.0), (22, 1.0)),
+        ((6, 1.0), (14, 1.0), (22, 1.0)),  # on 3d22abe (6, 0.0): "12+5=17" continued as "12+5=170"; (22, 0.0): "#### 140"
         ((6, 1.0), (14, 0.0), (22, 0.0)),
         ((6, 0.0), (14, 0.0), (22, 0.0)),  # the checker says (0, 1, 0): MC judges whether the answer is still reachable
     ]
@@ -66,19 +69,56 @@ def test_hard_and_soft_labels_of_a_completer_that_is_right_from_right_prefixes()
     assert checker == [(1.0, 1.0, 1.0), (1.0, 0.0, 0.0), (0.0, 1.0, 0.0)]
     hard, _ = monte_carlo_labels(TASK, [PROBLEM] * 3, completions, LineSteps(), Oracle(), n=4, soft=False)
     assert [e.targets for e in hard] == [e.targets for e in soft]  # all-or-nothing completers: soft == hard
-    # 9 prefixes, "12+5=17" twice (RIGHT and SECOND_WRONG): 8 continued, x 4
-    assert (cost.solutions, cost.steps, cost.prefixes, cost.continuations) == (3, 9, 8, 32)
-    assert cost.per_step()["continuations_per_step"] == pytest.approx(32 / 9)
+    # 6 prefixes continued (the final steps are verified), "12+5=17\n" twice (RIGHT and SECOND_WRONG): 5 continued, x 4
+    assert (cost.solutions, cost.steps, cost.prefixes, cost.continuations) == (3, 9, 5, 20)
+    assert cost.per_step()["continuations_per_step"] == pytest.approx(20 / 9)
+    assert sorted(set(oracle.calls[0][0])) == ["12+5=17\n", "12+5=17\n17-3=14\n", "12+5=17\n17-3=15\n", "12+5=18\n",
+                                               "12+5=18\n18-3=15\n"]  # each prefix ends after its newline
 
 
 def test_soft_labels_are_the_share_of_right_continuations():
     oracle = Oracle(half=True)
     soft, cost = monte_carlo_labels(TASK, [PROBLEM], [RIGHT], LineSteps(), oracle, n=4, soft=True, seed=7)
-    assert soft[0].targets == ((6, 0.5), (14, 1.0), (22, 1.0))  # 2 of 4 continuations of "12+5=17" are right
+    assert soft[0].targets == ((6, 0.5), (14, 1.0), (22, 1.0))  # 2 of 4 continuations of "12+5=17\n" are right
     hard, _ = monte_carlo_labels(TASK, [PROBLEM], [RIGHT], LineSteps(), oracle, n=4, soft=False)
     assert hard[0].targets == ((6, 1.0), (14, 1.0), (22, 1.0))  # any right continuation
     assert oracle.calls[0][1:] == (4, 7)  # n and the seed reach the completer
     assert cost.tokens == sum(len(t) for row in [["\n#### 14"] * 2 + ["\n#### 15"] * 2, ["\n#### 14"] * 4] for t in row)
+
+
+def test_the_final_step_is_verified_as_written_and_a_cut_tail_is_wrong():
+    """ended=True: the policy stopped after `#### 14`; its final step is the completion's own verdict (no continuation,
+    which could only append: `#### 140`). ended=False with no separator after the last step: the length limit cut it,
+    so it is not a right step, even where its text verifies. A truncated text whose last step is closed (its newline
+    written) has no tail: that step is continued as any other."""
+    oracle = Oracle()
+    cut_closed = "12+5=17\n"
+    examples, cost = monte_carlo_labels(TASK, [PROBLEM] * 4, [RIGHT, RIGHT, SECOND_WRONG, cut_closed], LineSteps(), oracle,
+                                        n=2, ended=[True, False, True, False])
+    assert [e.targets for e in examples] == [
+        ((6, 1.0), (14, 1.0), (22, 1.0)),
+        ((6, 1.0), (14, 1.0), (22, 0.0)),  # cut by the length limit right after "14": a tail, label 0
+        ((6, 1.0), (14, 0.0), (22, 0.0)),  # "#### 15" as written
+        ((6, 1.0),),  # closed by its newline: continued
+    ]
+    assert [e.ended for e in examples] == [True, False, True, False]  # the examples carry their endings
+    assert all(p.endswith("\n") for p in oracle.calls[0][0]) and RIGHT not in oracle.calls[0][0]
+    assert cost.steps == 10 and cost.prefixes == 3  # "12+5=17\n", "...17-3=14\n", "...17-3=15\n"
+
+
+@pytest.mark.parametrize("text, end, cut, closed, final", [
+    ("12+5=17\n17-3=14", 6, 8, True, False),  # a line: cut after its newline
+    ("12+5=17  \n17-3=14", 6, 10, True, False),  # spaces before the newline go with it
+    ("7*3=21;21+12=33;A:33", 6, 7, True, False),  # a closing marker is the step's last character
+    ("7*3=21;21+12=33;A:33", 5, 7, True, False),  # a regex step "7*3=21": its ';' follows
+    ("She has 5. Then", 9, 10, True, False),  # trailing spaces are left to the continuation
+    ("12+5=17\n#### 17", 6, 8, True, False),  # the next line's '#' is not taken
+    ("12+5=17", 6, 7, False, True),  # nothing closes it
+    ("12+5=17\n", 6, 8, True, True),
+])
+def test_where_a_prefix_stops(text, end, cut, closed, final):
+    assert step_cut(text, end) == (cut, closed)
+    assert is_final(text, end) == final
 
 
 def test_max_steps_and_solutions_without_steps():
@@ -90,7 +130,8 @@ def test_max_steps_and_solutions_without_steps():
 def test_other_segmentation_other_prefixes():
     oracle = Oracle()
     monte_carlo_labels(TASK, [PROBLEM], [RIGHT], MarkerSteps("\n", opens=False), oracle, n=1)
-    assert oracle.calls[0][0] == ["12+5=17\n", "12+5=17\n17-3=14\n", RIGHT]  # a closing marker ends at the newline
+    assert oracle.calls[0][0] == ["12+5=17\n", "12+5=17\n17-3=14\n"]  # a closing marker ends at the newline; the final
+    # step (the answer) is verified, not continued
 
 
 def test_bad_settings_are_refused():
@@ -105,9 +146,11 @@ def test_bad_settings_are_refused():
     with pytest.raises(ValueError, match="returned"):
         monte_carlo_labels(TASK, [PROBLEM], [RIGHT], LineSteps(), lambda p, x, n, s: Continuations([[""]], 0), n=2)
     with pytest.raises(ValueError, match="supervision=process"):
-        LearnedReward(supervision="outcome", step_labels=MonteCarloStepLabels(LineSteps()))
+        LearnedReward(step_labels=MonteCarloStepLabels(LineSteps())).supervise(process=False)
+    with pytest.raises(ValueError, match="supervision=process"):
+        LearnedReward(kind="orm", step_labels=MonteCarloStepLabels(LineSteps()))
     with pytest.raises(ValueError, match="step_labels=mc"):
-        LearnedReward(supervision="process", step_labels="mc")
+        LearnedReward(step_labels="mc")
 
 
 def test_labels_are_cached_under_a_key_of_what_made_them(tmp_path):
@@ -118,12 +161,13 @@ def test_labels_are_cached_under_a_key_of_what_made_them(tmp_path):
     again = labels(TASK, [PROBLEM] * 2, [RIGHT, FIRST_WRONG])
     assert again == first and len(oracle.calls) == 1  # from the cache
     saved = json.loads(next(tmp_path.glob("mc-labels-*.json")).read_text())
-    assert saved["cost"]["continuations"] == 2 * 6 and labels.cost.steps == 6
+    assert saved["cost"]["continuations"] == 2 * 4 and labels.cost.steps == 6  # 2 x 2 prefixes continued, 2 final steps verified
 
     key = lambda **kw: MonteCarloStepLabels(**{"segmenter": LineSteps(), "completer": oracle, **kw}).key(TASK, [PROBLEM], [RIGHT])  # noqa: E731
     base = key()
     changed = [key(n=4), key(soft=False), key(max_steps=2), key(temperature=0.5), key(seed=1), key(segmenter=MarkerSteps("\n"))]
     assert base not in changed and len(set(changed)) == len(changed)
+    assert MonteCarloStepLabels(LineSteps(), completer=oracle).key(TASK, [PROBLEM], [RIGHT], [False]) != base  # its ending
     assert MonteCarloStepLabels(LineSteps(), completer=oracle).key(TASK, [PROBLEM], [SECOND_WRONG]) != base  # other solutions
     other_task = ArithmeticLinesTask(train_size=400, heldout_size=50, seed=1)
     assert MonteCarloStepLabels(LineSteps(), completer=oracle).key(other_task, [PROBLEM], [RIGHT]) != base
@@ -144,7 +188,8 @@ def test_the_policy_continues_each_prefix_through_the_engine(tmp_path, monkeypat
     examples = labels(TASK, [PROBLEM] * 2, [RIGHT, FIRST_WRONG])
     assert [len(e.targets) for e in examples] == [3, 3]
     assert all(y in (0.0, 1 / 3, 2 / 3, 1.0) for e in examples for _, y in e.targets)
-    assert labels.cost.continuations == 6 * 3 and labels.cost.tokens > 0  # 6 distinct prefixes x 3
+    assert [e.targets[-1][1] for e in examples] == [1.0, 0.0]  # the final steps: the completions' own verdicts
+    assert labels.cost.continuations == 4 * 3 and labels.cost.tokens > 0  # 4 distinct prefixes x 3
 
     def no_sampling(*args, **kwargs):
         raise AssertionError("the labels should have come from the cache")

@@ -11,9 +11,16 @@ Optional, where a component needs them:
 
 - `fn.steps(problems, completions)` -> per completion, a list of (index of the step's last character in
   the completion text, reward) per reasoning step: process supervision (supervision=process);
+- `fn.supervise(process: bool)` -> the component told, when the run is composed (before the policy loads),
+  whether the rollout's advantage estimator wants step rewards (`needs_step_rewards`: supervision=process)
+  or one reward per output; the learned reward model becomes a PRM or an ORM from it;
 - `fn.bind(task, policy=None, tokenizer=None)` -> the component ready to score, called once when the run
   is built (the learned reward model trains on the policy's samples; a length penalty counts tokens);
 - `fn.state_dict()` / `fn.load_state_dict(state)`: what a checkpoint must carry (a learned model's weights).
+
+A component's `__call__`, `outcome` or `steps` that takes an `ended` keyword gets, per completion, True if the
+policy wrote EOS, False if the length limit cut it (the rollout's `truncated`), or None where it is not known:
+the learned reward model shows the EOS to its network and gives a cut tail the lowest step reward.
 
 Objects written for the earlier reward-source interface, with an `outcome(problems, completions)` method
 (e.g. `VerifierReward`, `LearnedReward`), are called through `outcome`. `grpo.rewards.combine` sums
@@ -26,6 +33,7 @@ component (`RewardError`); a NaN, inf or non-numeric value stops it too, or, wit
 
 from __future__ import annotations
 
+import inspect
 import math
 from typing import Protocol, Sequence
 
@@ -53,11 +61,29 @@ def reward_name(component) -> str:
     return getattr(component, "__name__", None) or type(component).__qualname__
 
 
-def call_reward(component, method: str, problems, completions: list[str], name: str | None = None):
+def supervise(component, process: bool):
+    """`component.supervise(process)` where it has one (it learns whether the rollout wants step rewards), else itself."""
+    hook = getattr(component, "supervise", None)
+    return hook(process) if callable(hook) else component
+
+
+def takes_endings(fn) -> bool:
+    """`fn` accepts an `ended` keyword (or **kwargs)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == "ended" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def call_reward(component, method: str, problems, completions: list[str], name: str | None = None, ended=None):
     """`component.<method>(problems, completions)` (method "outcome": the component itself where it has no
-    `outcome`); an exception it raises stops the run naming the component."""
+    `outcome`), with `ended=` where it takes it and it is known; an exception it raises stops the run naming
+    the component."""
     fn = getattr(component, method, component if method == "outcome" else None)
     try:
+        if ended is not None and takes_endings(fn):
+            return fn(problems, completions, ended=ended)
         return fn(problems, completions)
     except RewardError:
         raise

@@ -8,8 +8,10 @@ Each component is a callable `fn(problems, completions) -> list[float | None]` (
   `rollout.invalid_reward` (error: the run stops naming the components; zero: it counts as 0 and
   is counted in rollout/invalid_rewards).
 - Process supervision (supervision=process): a component with `steps(problems, completions)` gives
-  (index of the step's last character, reward) per step; an outcome-only component's value is placed
-  at the completion's last character (the reward of its final step; nothing for an empty completion).
+  (index of the step's last character, reward) per step; an outcome-only component's value is the
+  reward of the final step: it is added at the last step another component gave that completion (the
+  verifier's outcome lands on the PRM's last step, PRIME / PURE: reward=prm_verifier), else at the
+  completion's last character (nothing for an empty completion).
   A completion's step rewards are the weighted sum of the components' at each character index. A
   completion with no step reward from any component has no steps (as a completion with no
   recognisable step): this is not an error.
@@ -27,7 +29,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from grpo.rewards.base import RewardError, call_reward, check_invalid, checked_outcome, checked_steps, reward_name
+from grpo.rewards.base import RewardError, call_reward, check_invalid, checked_outcome, checked_steps, reward_name, supervise
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,7 @@ class Scores:
     rewards: list[float] | None = None  # outcome: [N] weighted sums
     steps: list[list[tuple[int, float]]] | None = None  # process: per completion, (char index, weighted sum) by index
     components: dict[str, list[float | None]] = field(default_factory=dict)  # per component: [N] value, None = abstained
+    lowest: dict[str, list[float | None]] = field(default_factory=dict)  # process, per step component: [N] its lowest step reward
     invalid: int = 0  # invalid values (and completions every component abstained on) counted as 0
 
     def means(self) -> dict[str, float]:
@@ -113,6 +116,12 @@ class WeightedRewards:
         name = reward_name(reward)
         return cls({name: Component(name, reward, 1.0)})
 
+    def supervise(self, process: bool) -> "WeightedRewards":
+        """Tell each component that has `supervise` (the learned reward model) whether the rollout wants step rewards."""
+        for name, c in self.components.items():
+            self.components[name] = Component(c.name, supervise(c.fn, process), c.weight)
+        return self
+
     def bind(self, task, policy=None, tokenizer=None) -> "WeightedRewards":
         """Bind each component that has `bind` (the learned reward model, a length penalty)."""
         for name, c in self.components.items():
@@ -121,23 +130,27 @@ class WeightedRewards:
         return self
 
     # ---- scoring
-    def score(self, problems, completions: list[str], *, process: bool = False, invalid: str = "error") -> Scores:
-        """The rollout's rewards: outcome (process False) or per-step (process True); see the module docstring."""
+    def score(self, problems, completions: list[str], *, process: bool = False, invalid: str = "error", ended=None) -> Scores:
+        """The rollout's rewards: outcome (process False) or per-step (process True); see the module docstring.
+        ended: per completion True (EOS) / False (cut by the length limit), for the components that take it."""
         scores = Scores()
         per_row = [dict() for _ in completions]  # process: char index -> weighted sum
+        outcome_only = []  # process: (component, values) placed after the step components, on each row's last step
         for c in self.components.values():
             if process and hasattr(c.fn, "steps"):
-                rows, bad = checked_steps(c.name, call_reward(c.fn, "steps", problems, completions, c.name), completions, invalid)
+                rows, bad = checked_steps(c.name, call_reward(c.fn, "steps", problems, completions, c.name, ended), completions, invalid)
                 values = [sum(v for _, v in row) / len(row) if row else None for row in rows]
+                scores.lowest[c.name] = [min(v for _, v in row) if row else None for row in rows]
+                self._add(per_row, rows, c.weight)
             else:
-                values, bad = checked_outcome(c.name, call_reward(c.fn, "outcome", problems, completions, c.name), completions, invalid)
-                rows = [[(len(t) - 1, v)] if v is not None and t else [] for t, v in zip(completions, values)]
+                values, bad = checked_outcome(c.name, call_reward(c.fn, "outcome", problems, completions, c.name, ended), completions, invalid)
+                outcome_only.append((c, values))
             scores.invalid += bad
             scores.components[c.name] = values
-            for acc, row in zip(per_row, rows):
-                for char_index, value in row:
-                    acc[char_index] = c.weight * value if char_index not in acc else acc[char_index] + c.weight * value
-        if process:
+        if process:  # an outcome value is the reward of the final step: the last step a step component gave, else the last character
+            last = [max(acc) if acc else len(t) - 1 for acc, t in zip(per_row, completions)]
+            for c, values in outcome_only:
+                self._add(per_row, [[(i, v)] if v is not None and t else [] for i, t, v in zip(last, completions, values)], c.weight)
             scores.steps = [sorted(acc.items()) for acc in per_row]
             return scores
         abstained = [i for i in range(len(completions)) if all(v[i] is None for v in scores.components.values())]
@@ -145,6 +158,12 @@ class WeightedRewards:
         scores.invalid += len(abstained)
         scores.rewards = [self._weighted(i, scores.components) for i in range(len(completions))]  # abstained: 0.0
         return scores
+
+    @staticmethod
+    def _add(per_row: list[dict], rows, weight: float) -> None:
+        for acc, row in zip(per_row, rows):
+            for char_index, value in row:
+                acc[char_index] = weight * value if char_index not in acc else acc[char_index] + weight * value
 
     def _weighted(self, i: int, values: dict[str, list[float | None]]) -> float:
         total = None  # the first term as is (a single weight-1 component's value exactly)

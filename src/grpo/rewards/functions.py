@@ -8,6 +8,8 @@ class configured by `_target_` with its options as init args (conf/reward/compon
 - `FormatMatch`: 1.0 if the completion matches a regular expression (re.search), else 0.0; by default
   some reasoning, then a final \\boxed{...}.
 - `OverlongPenalty`: DAPO's soft overlong punishment (arXiv 2503.14476, eq. 13), in tokens.
+- `VerifiedAnswer`: the task's final-answer verifier alone (no step checker): beside a PRM its value is
+  the reward of the final step (reward=prm_verifier).
 """
 
 from __future__ import annotations
@@ -16,6 +18,25 @@ import re
 
 from grpo.tasks.answers import after_hashes, equivalent
 from grpo.tasks.numbers import normalize_number
+
+
+class VerifiedAnswer:
+    """1.0 if `task.verify` accepts the completion's final answer, else 0.0: an outcome-only component (it has no
+    `steps`), so under supervision=process it lands on the completion's last step (grpo.rewards.combine)."""
+
+    name = "verifier"  # rollout/reward/verifier
+
+    def __init__(self):
+        self.task = None
+
+    def bind(self, task, policy=None, tokenizer=None) -> "VerifiedAnswer":
+        self.task = task
+        return self
+
+    def __call__(self, problems, completions: list[str]) -> list[float]:
+        from grpo.tasks.base import verified
+
+        return [float(verified(self.task, p, c)) for p, c in zip(problems, completions)]
 
 
 class MathVerify:

@@ -28,6 +28,7 @@ from grpo.rewards.combine import Scores, WeightedRewards
 from grpo.rollout.batch import RolloutBatch
 from grpo.rollout.dynamic_sampling import Draw, merge_groups, select_groups
 from grpo.rollout.engine import RolloutEngine, sample_problems
+from grpo.rollout.gauge import gauged_name, rollout_gauge
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
 from grpo.rollout.steps import step_reward_tensors
@@ -43,6 +44,7 @@ class Rollout:
     timings: dict[str, float]  # perf/*: seconds in generation, scoring, log-probs; rollout tokens/s
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
     components: dict = field(default_factory=dict)  # per reward component: [N] its value, None where it abstained
+    ended: list = field(default_factory=list)  # [N] per sample: True if the policy wrote EOS, False if cut by max_new_tokens
 
 
 @torch.no_grad()
@@ -161,11 +163,15 @@ class GroupRollout:
         scores = Scores(components={name: [v for d in draws for v in d.scores.components[name]] for name in draws[0].scores.components},
                         invalid=sum(d.scores.invalid for d in draws))  # every completion drawn, in the samples' order
         stats |= {f"reward/{name}": mean for name, mean in scores.means().items()}  # rollout/reward/<component>
+        reward = WeightedRewards.of(self.reward)  # the over-optimisation gauge: rollout/gauge/*, answer_rate, steps_per_completion
+        stats |= rollout_gauge(self.task, [t for d in draws for t in d.texts], correct, [d.scores for d in draws],
+                               gauged_name(reward), self.advantages.needs_step_rewards)
         if self.invalid_reward == "zero":
             stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
         samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
-        return Rollout(batch, stats, timings, samples, scores.components)
+        ended = [not t for d in draws for t in d.out.truncated.tolist()]  # in the samples' order
+        return Rollout(batch, stats, timings, samples, scores.components, ended)
 
     def _draw(self, problems, device, generator) -> Draw:
         """One generation batch: G completions of each of `problems`, scored, with their advantages."""
@@ -191,7 +197,8 @@ class GroupRollout:
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
         process = self.advantages.needs_step_rewards
-        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward)
+        ended = (~out.truncated.cpu()).tolist()  # [N] the policy wrote EOS (else max_new_tokens cut it): rewards that take it see it
+        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
         step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps,

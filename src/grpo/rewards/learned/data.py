@@ -30,29 +30,32 @@ class RMExample:
     prompt: str
     completion: str
     targets: tuple[tuple[int, float], ...]  # (char index in completion, label: 1.0 right / 0.0 wrong, or a share in between)
+    ended: bool | None = None  # True: the policy wrote EOS (the reward model reads the final step there); False: cut by
+    # the length limit; None: not known (no EOS is shown)
 
     def to_plain(self) -> list:
-        return [self.prompt, self.completion, [[int(c), float(y)] for c, y in self.targets]]
+        return [self.prompt, self.completion, [[int(c), float(y)] for c, y in self.targets], self.ended]
 
     @staticmethod
     def from_plain(item) -> "RMExample":
-        prompt, completion, targets = item
-        return RMExample(prompt, completion, tuple((int(c), float(y)) for c, y in targets))
+        prompt, completion, targets, *ended = item
+        return RMExample(prompt, completion, tuple((int(c), float(y)) for c, y in targets), ended[0] if ended else None)
 
 
-def label_examples(task, kind: str, problems, completions: list[str]) -> list[RMExample]:
-    """Verifier labels for `completions` of `problems` (ORM: the answer; PRM: each step)."""
+def label_examples(task, kind: str, problems, completions: list[str], ended=None) -> list[RMExample]:
+    """Verifier labels for `completions` of `problems` (ORM: the answer; PRM: each step); ended: per completion
+    True (EOS) / False (cut by the length limit) / None, carried by each example (the encoder shows the EOS)."""
     if kind not in KINDS:
         raise ValueError(f"reward model kind={kind!r} is not known; choose one of {KINDS}")
     examples = []
-    for problem, completion in zip(problems, completions):
+    for problem, completion, done in zip(problems, completions, [None] * len(completions) if ended is None else ended):
         if kind == "orm":
             targets = ((len(completion) - 1, float(verified(task, problem, completion))),)
         else:
             targets = tuple((int(c), float(r)) for c, r in task.step_rewards(problem, completion))
             if not targets:
                 continue
-        examples.append(RMExample(problem.prompt, completion, targets))
+        examples.append(RMExample(problem.prompt, completion, targets, done))
     return examples
 
 
@@ -70,8 +73,8 @@ class CheckerStepLabels:
         """Where the PRM scores `completion`: the checker's step ends (its labels unused)."""
         return [c for c, _ in task.step_rewards(problem, completion)]
 
-    def __call__(self, task, problems, completions: list[str]) -> list[RMExample]:
-        return label_examples(task, "prm", problems, completions)
+    def __call__(self, task, problems, completions: list[str], ended=None) -> list[RMExample]:
+        return label_examples(task, "prm", problems, completions, ended)
 
 
 def split_by_prompt(examples: list[RMExample], heldout_fraction: float, generator: torch.Generator | None = None):

@@ -1,11 +1,17 @@
 """Monte-Carlo step labels (Math-Shepherd, arXiv 2312.08935): a step is as good as the answers reached from it.
 
 For a sampled solution with steps s_1..s_K (ends from the `steps` segmenter), step j's prefix is
-prompt + completion[:end_j + 1]. N continuations of each prefix are sampled (the completer: the current policy
-by default) and each finished text, prefix + continuation, is checked by the task's final-answer verifier:
+prompt + completion[:cut_j], cut just after the step's separator (`endings.step_cut`: the newline of a line,
+the ';' of a marker step), so a continuation starts a new step and cannot extend the step's last number. N
+continuations of each prefix are sampled (the completer: the current policy by default) and each finished
+text, prefix + continuation, is checked by the task's final-answer verifier:
 
     soft label  y_j = (1/N) * #{continuations reaching the right answer}          in {0, 1/N, ..., 1}
     hard label  y_j = 1 if any continuation reaches it else 0
+
+The final step is not continued (nothing the policy wrote follows it): if the completion ended (EOS) its label
+is the verifier's verdict on the completion itself (1 or 0); if the length limit cut it with no separator
+closing it (a tail, `endings.is_cut_tail`) its label is 0 (closed by its separator, it is continued). `ended` per completion says which (None: ended).
 
 So, unlike a step checker that judges a step's own arithmetic, a step after an unrecoverable mistake is
 labelled 0. Any task with a verifier gets process supervision this way (no step checker needed).
@@ -13,7 +19,8 @@ labelled 0. Any task with a verifier gets process supervision this way (no step 
 `monte_carlo_labels` is the pure part: it takes the completer as a callable (tests pass a deterministic one).
 `MonteCarloStepLabels` is the component (conf/step_labels/mc.yaml): it samples the continuations from the
 policy through the rollout engine, caches the labels on disk keyed by what made them (policy fingerprint,
-task settings, N, temperature, maximum steps, segmentation, seed, the solutions) and counts the cost.
+task settings, N, temperature, maximum steps, segmentation, seed, the solutions and their endings) and counts
+the cost.
 
 Departures from the paper: identical prefixes (the same question and the same text so far, common for the
 first steps of a group's samples) are continued once and share their labels; a continuation that reaches the
@@ -34,6 +41,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from grpo.rewards.learned.data import RMExample
+from grpo.rewards.learned.endings import is_cut_tail, is_final, step_cut
 from grpo.rewards.learned.fingerprint import policy_fingerprint, task_settings
 from grpo.rollout.engine import KVCacheEngine
 from grpo.rollout.segmenters import check_segmenter
@@ -87,20 +95,33 @@ def check_settings(n, max_steps, temperature) -> None:
 
 
 def monte_carlo_labels(task, problems, completions: list[str], segmenter, complete: Completer, *, n: int,
-                       max_steps: int | None = None, soft: bool = True, seed: int = 0) -> tuple[list[RMExample], MCCost]:
+                       max_steps: int | None = None, soft: bool = True, seed: int = 0,
+                       ended: list[bool | None] | None = None) -> tuple[list[RMExample], MCCost]:
     """PRM examples of `completions` with Monte-Carlo step labels (soft: the share of right continuations;
     hard: 1.0 iff any is right), and the cost. A completion without a step is dropped; only its first
-    `max_steps` steps are labelled (None: all)."""
+    `max_steps` steps are labelled (None: all). ended: per completion True (EOS) / False (cut by the length
+    limit) / None (not known: as ended); its final step is verified (ended) or labelled 0 (a cut tail)."""
     check_settings(n, max_steps, 1.0)
     check_segmenter(segmenter)
+    ended = [None] * len(completions) if ended is None else list(ended)
+    if len(ended) != len(completions):
+        raise ValueError(f"ended has {len(ended)} entries for {len(completions)} completions")
     t0 = time.perf_counter()
-    solutions, unique = [], {}  # (problem, completion, step ends); (prompt, prefix) -> index of its continuations
-    for problem, completion in zip(problems, completions):
-        ends = segmenter(completion)[:max_steps]
-        if ends:
-            solutions.append((problem, completion, ends))
-            for end in ends:
-                unique.setdefault((problem.prompt, completion[: end + 1]), (problem, len(unique)))
+    # per solution: (problem, completion, its ending, per labelled step (end, prefix to continue or None, fixed label))
+    solutions, unique = [], {}  # (prompt, prefix) -> (problem, index of its continuations)
+    for problem, completion, done in zip(problems, completions, ended):
+        steps = []
+        for end in segmenter(completion)[:max_steps]:
+            if is_cut_tail(completion, end, done):
+                steps.append((end, None, 0.0))  # the length limit cut this step: not a right step
+            elif done is not False and is_final(completion, end):
+                steps.append((end, None, float(verified(task, problem, completion))))  # the policy stopped here
+            else:
+                prefix = completion[: step_cut(completion, end)[0]]
+                unique.setdefault((problem.prompt, prefix), (problem, len(unique)))
+                steps.append((end, prefix, None))
+        if steps:
+            solutions.append((problem, completion, done, steps))
     keys = list(unique)
     out = complete([unique[k][0] for k in keys], [k[1] for k in keys], n, seed) if keys else Continuations([], 0)
     if len(out.texts) != len(keys) or any(len(row) != n for row in out.texts):
@@ -108,11 +129,16 @@ def monte_carlo_labels(task, problems, completions: list[str], segmenter, comple
                          f"it must return {n} per prefix")
     right = [sum(verified(task, unique[k][0], k[1] + text) for text in row) for k, row in zip(keys, out.texts)]
     examples = []
-    for problem, completion, ends in solutions:
-        counts = [right[unique[(problem.prompt, completion[: end + 1])][1]] for end in ends]
-        labels = [c / n if soft else float(c > 0) for c in counts]
-        examples.append(RMExample(problem.prompt, completion, tuple(zip(ends, labels))))
-    cost = MCCost(solutions=len(solutions), steps=sum(len(e) for *_, e in solutions), prefixes=len(keys),
+    for problem, completion, done, steps in solutions:
+        labels = []
+        for end, prefix, fixed in steps:
+            if fixed is not None:
+                labels.append((end, fixed))
+            else:
+                count = right[unique[(problem.prompt, prefix)][1]]
+                labels.append((end, count / n if soft else float(count > 0)))
+        examples.append(RMExample(problem.prompt, completion, tuple(labels), ended=done))
+    cost = MCCost(solutions=len(solutions), steps=sum(len(s) for *_, s in solutions), prefixes=len(keys),
                   continuations=len(keys) * n, tokens=int(out.tokens), seconds=time.perf_counter() - t0)
     return examples, cost
 
@@ -173,7 +199,7 @@ class MonteCarloStepLabels:
 
     def describe(self) -> dict:
         """The settings that shape the labels (part of every cache key that depends on them)."""
-        return {"labels": "mc", "n": self.n, "soft": self.soft, "max_steps": self.max_steps, "seed": self.seed,
+        return {"labels": "mc", "rules": "endings", "n": self.n, "soft": self.soft, "max_steps": self.max_steps, "seed": self.seed,
                 "segmenter": repr(self.segmenter), "completer": None if self.completer is None else repr(self.completer),
                 **{k: v for k, v in self.sampling.items() if k != "batch_size"}}
 
@@ -185,25 +211,27 @@ class MonteCarloStepLabels:
         """Where the PRM scores `completion`: the segmenter's step ends."""
         return self.segmenter(completion)
 
-    def key(self, task, problems, completions: list[str]) -> str:
+    def key(self, task, problems, completions: list[str], ended=None) -> str:
         """A hash of everything the labels are made from."""
-        solutions = hashlib.sha256(json.dumps([[p.prompt, p.answer, c] for p, c in zip(problems, completions)]).encode()).hexdigest()
+        ended = [None] * len(completions) if ended is None else list(ended)
+        solutions = hashlib.sha256(json.dumps([[p.prompt, p.answer, c, e] for p, c, e in zip(problems, completions, ended)]).encode()).hexdigest()
         made_by = policy_fingerprint(self.policy) if self.completer is None else None
         material = [self.describe(), made_by, type(task).__qualname__, task_settings(task), solutions]
         return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
-    def __call__(self, task, problems, completions: list[str]) -> list[RMExample]:
-        """PRM examples of `completions` with Monte-Carlo labels (from the cache when these were made before)."""
+    def __call__(self, task, problems, completions: list[str], ended=None) -> list[RMExample]:
+        """PRM examples of `completions` with Monte-Carlo labels (from the cache when these were made before);
+        ended: per completion True (EOS) / False (cut by the length limit) / None (as ended)."""
         if self.completer is None and self.policy is None:
             raise RuntimeError("step_labels=mc continues prefixes with the policy: bind(policy, tokenizer) first")
-        key = self.key(task, problems, completions)
+        key = self.key(task, problems, completions, ended)
         path = self.cache_dir / f"mc-labels-{key}.json"
         if self.cache and path.exists():
             return [RMExample.from_plain(e) for e in json.loads(path.read_text())["examples"]]
         complete = self.completer or PolicyCompleter(self.policy, self.tokenizer, **self.sampling)
         seed = int(key, 16) % (2**63)  # the continuations are a function of what is labelled (a resumed run repeats them)
         examples, cost = monte_carlo_labels(task, problems, completions, self.segmenter, complete, n=self.n,
-                                            max_steps=self.max_steps, soft=self.soft, seed=seed)
+                                            max_steps=self.max_steps, soft=self.soft, seed=seed, ended=ended)
         self.cost += cost
         log.debug("Monte-Carlo step labels: %d steps of %d solutions; %s", cost.steps, cost.solutions,
                   ", ".join(f"{k} {v:.1f}" for k, v in cost.per_step().items()))

@@ -7,7 +7,9 @@ sigmoid(logit), a probability of "right", read where the labels live:
 - PRM: at each reasoning step's last token.
 
 The model sees the prompt and the completion tokenized apart and concatenated (as the policy sees
-them at rollout time), right-padded. Character indices in the completion map to the first token
+them at rollout time), right-padded; a completion the policy ended (`RMExample.ended`) is followed by the
+tokenizer's EOS, and its final step (the last label, nothing but spaces after it) is read at that EOS: the
+model has seen that the completion stopped there (a truncated one shows no EOS). Character indices in the completion map to the first token
 whose decoded text reaches past them (the same rule the rollout uses for the policy's tokens).
 """
 
@@ -83,16 +85,23 @@ def encode(tokenizer, examples: list[RMExample]) -> dict[str, Tensor]:
     """
     prompts = tokenizer([e.prompt for e in examples], add_special_tokens=False).input_ids
     completions = tokenizer([e.completion for e in examples], add_special_tokens=False).input_ids
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    width = max(len(p) + len(c) for p, c in zip(prompts, completions))
+    eos = tokenizer.eos_token_id
+    shown = [c + [eos] if e.ended and eos is not None else c for e, c in zip(examples, completions)]  # EOS where written
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (eos or 0)
+    width = max(len(p) + len(c) for p, c in zip(prompts, shown))
     input_ids = torch.full((len(examples), width), pad, dtype=torch.long)
     attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
     rows, positions, labels = [], [], []
-    for i, (example, p, c) in enumerate(zip(examples, prompts, completions)):
-        input_ids[i, : len(p) + len(c)] = torch.tensor(p + c, dtype=torch.long)
-        attention_mask[i, : len(p) + len(c)] = 1
+    for i, (example, p, c, row) in enumerate(zip(examples, prompts, completions, shown)):
+        input_ids[i, : len(p) + len(row)] = torch.tensor(p + row, dtype=torch.long)
+        attention_mask[i, : len(p) + len(row)] = 1
         ends = token_ends(tokenizer, c) if c else []
-        for (_, label), token in zip(example.targets, _target_tokens(ends, [ci for ci, _ in example.targets])):
+        chars = [ci for ci, _ in example.targets]
+        tokens = _target_tokens(ends, chars)
+        if len(row) > len(c):  # ended: the final step is read at the EOS (token len(c))
+            last = len(example.completion.rstrip()) - 1
+            tokens = [len(c) if ci >= last else t for ci, t in zip(chars, tokens)]
+        for (_, label), token in zip(example.targets, tokens):
             rows.append(i)
             positions.append(max(len(p) + token, 0))
             labels.append(label)
