@@ -85,6 +85,10 @@ class GRPOModule(L.LightningModule):
         self._update_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
+        # the update in train mode (and its backward, which follows): gradient checkpointing recomputes only there,
+        # and a dropout a setting kept (model.disable_dropout=false, adapter.dropout > 0) acts only there. Sampling
+        # and the old/reference log-probs run in eval mode (grpo.rollout.modes.evaluating), whatever this leaves.
+        self.policy.train()
         index = group_rows(batch.groups, self.rollout.group_size).to(self.last_rollout.batch.input_ids.device)
         minibatch = self.last_rollout.batch.rows(index)  # this update's whole groups, padding trimmed
         mask = minibatch["completion_mask"]

@@ -134,18 +134,55 @@ def test_resume_with_lora_is_exact(base_overrides, tmp_path):
     assert any(not torch.equal(pp[name], pa[name]) for name in pa)  # the third step moved the weights
 
 
-@pytest.mark.parametrize("extra", [["model.gradient_checkpointing=true"], ["model.gradient_checkpointing=true"] + LORA])
-def test_gradient_checkpointing_gives_the_same_update(base_overrides, tmp_path, extra):
-    """Activations recomputed in the backward pass: the same gradients, so the same weights after a step."""
-    def weights(overrides, out):
-        cfg = compose_config(base_overrides + SIGNAL + ["grpo.steps=1"] + overrides, output_dir=out)
-        module, datamodule, trainer = build(cfg)
-        trainer.fit(module, datamodule=datamodule)
-        return module.policy.state_dict(), getattr(module.policy, "is_activation_checkpointing", None) or module.policy.is_gradient_checkpointing
+class LayerCalls:
+    """Forward calls of the policy's decoder layers during its updates: those of each update's forward
+    (training_step) and those inside its backward (recomputed by gradient checkpointing). Counted by wrapping each
+    layer's MLP `forward`: transformers checkpoints a layer's `forward` inside the layer's hooks, and module hooks
+    do not fire in the recompute, so a hook would count nothing there."""
 
-    plain, off = weights([o for o in extra if "checkpointing" not in o], tmp_path / "a")
-    checkpointed, on = weights(extra, tmp_path / "b")
-    assert on and not off
+    def __init__(self, module):
+        self.calls = self.forward = self.recomputed = self.updates = 0
+        self.layers = len(module.policy.model.layers)
+        for layer in module.policy.model.layers:
+            layer.mlp.forward = self._counting(layer.mlp.forward)
+        step = module.training_step
+
+        def counted_step(batch, batch_idx):
+            before = self.calls
+            out = step(batch, batch_idx)
+            self.forward += self.calls - before
+            self.updates += 1
+            return out
+
+        module.training_step = counted_step
+        module.on_before_backward = lambda loss: setattr(self, "_mark", self.calls)
+        module.on_after_backward = lambda: setattr(self, "recomputed", self.recomputed + self.calls - self._mark)
+
+    def _counting(self, forward):
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return forward(*args, **kwargs)
+
+        return counted
+
+
+def fit_counting_layers(overrides, out):
+    """A 1-step run built as train.py builds it: (policy weights after, LayerCalls of its update)."""
+    module, datamodule, trainer = build(compose_config(overrides + ["grpo.steps=1"], output_dir=out))
+    calls = LayerCalls(module)
+    trainer.fit(module, datamodule=datamodule)
+    return module.policy.state_dict(), calls
+
+
+@pytest.mark.parametrize("adapter", [[], LORA], ids=["full", "lora"])
+def test_gradient_checkpointing_recomputes_and_gives_the_same_update(base_overrides, tmp_path, adapter):
+    """model.gradient_checkpointing=true in a run: every decoder layer runs its forward once more in the update's
+    backward (recomputed activations), and the update is the same as without it."""
+    plain, off = fit_counting_layers(base_overrides + SIGNAL + adapter, tmp_path / "a")
+    checkpointed, on = fit_counting_layers(base_overrides + SIGNAL + adapter + ["model.gradient_checkpointing=true"], tmp_path / "b")
+    assert off.updates == on.updates == 1 and off.forward == on.forward == off.layers == 2  # debug=default: 2 layers
+    assert off.recomputed == 0
+    assert on.recomputed == on.layers * on.updates  # one recomputed forward per layer and update
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)
 
