@@ -91,7 +91,7 @@ class PretrainedPolicy:
         disable_dropout: bool = True,
     ):
         if not isinstance(warmstart_steps, int) or warmstart_steps < 0:
-            raise ValueError(f"model.warmstart_steps={warmstart_steps!r}: must be an integer >= 0 (0: no warm start)")
+            raise ValueError(f"warmstart.steps={warmstart_steps!r}: must be an integer >= 0 (0: no warm start)")
         self.name_or_path, self.dtype, self.trust_remote_code = name_or_path, dtype, trust_remote_code
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
