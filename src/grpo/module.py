@@ -130,7 +130,7 @@ class GRPOModule(L.LightningModule):
             if isinstance(adapter_for(strategy), (FSDP2Adapter, ZeroAdapter)):
                 raise NotImplementedError("rm_schedule=iterative with adapter=lora folds the adapters into whole weights: "
                                           "use strategy=auto or ddp (or adapter=none with fsdp / deepspeed)")
-            fold_adapters(self.policy)
+            fold_adapters(self.policy, seed=self.lora.seed * 1_000_003 + self.current_epoch + 1)  # the same draw on every rank
         elif self.reference is not None:
             adapter_for(self._trainer.strategy if self._trainer is not None else None).copy_weights(self.policy, self.reference)
 

@@ -48,6 +48,34 @@ class SpreadOnRank1(DigitShareReward):
         return torch.full((len(completions),), 0.5)
 
 
+class RankNoiseDigitShare(DigitShareReward):
+    """DigitShareReward that also draws from the global random state, a different amount on each rank (as a
+    user's reward may): anything else that draws from it afterwards differs between the ranks unless seeded."""
+
+    def outcome(self, problems, completions):
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        torch.rand(1 + 7 * rank)
+        return super().outcome(problems, completions)
+
+
+class SavePolicy:
+    """A callback (`+callbacks.save_policy._target_=distributed_testkit.SavePolicy +callbacks.save_policy.path=DIR`):
+    each rank's policy weights at the end of training, to DIR/rank<r>.pt."""
+
+    def __new__(cls, path):
+        from lightning.pytorch.callbacks import Callback
+
+        class _Save(Callback):
+            def on_train_end(self, trainer, pl_module):
+                Path(path).mkdir(parents=True, exist_ok=True)
+                state = {k: v.detach().cpu() for k, v in pl_module.policy.state_dict().items()}
+                torch.save(state, Path(path) / f"rank{trainer.global_rank}.pt")
+
+        return _Save()
+
+
 def run_python(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     paths = [str(REPO / "tests"), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")]
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths), OMP_NUM_THREADS="1")

@@ -141,6 +141,23 @@ def test_lora_checkpointing_bf16_train_on_two_processes(strategy, base_overrides
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for _, v in losses)
 
 
+def test_lora_iterative_fold_draws_the_same_adapters_on_both_ranks(base_overrides, tmp_path):
+    """adapter=lora + rm_schedule=iterative under ddp: each iteration (here each step) folds the adapters into the
+    base weights and re-draws A. The reward draws from the global random state a different amount on each rank;
+    the fold's draw is seeded, so both ranks keep the same weights (an unseeded draw gives each rank its own A,
+    which DDP never reconciles: it averages gradients, not weights)."""
+    out, saved = tmp_path / "run", tmp_path / "weights"
+    train(["strategy=ddp", "grpo.steps=2", *base_overrides, "reward._target_=distributed_testkit.RankNoiseDigitShare", "adapter=lora",
+           "adapter.r=4", "optimizer.lr=1e-2", "rm_schedule=iterative", "+callbacks.save_policy._target_=distributed_testkit.SavePolicy",
+           f"+callbacks.save_policy.path={saved}", f"hydra.run.dir={out}"], tmp_path)
+    rank0, rank1 = (torch.load(saved / f"rank{r}.pt") for r in (0, 1))
+    folded = [k for k in rank0 if ".lora_B." in k]
+    assert folded and all(not rank0[k].any() for k in folded)  # the last step ended with a fold: B = 0
+    assert len(read_scalars(out / "tb")["rm/iteration"]) == 2  # two iterations, two folds
+    for name, value in rank0.items():
+        assert torch.equal(rank1[name], value), name
+
+
 # ---------------------------------------------------------------- one update: 2 processes == 1 process
 def worker(strategy: str, devices: int, out: Path, aggregation: str = "sequence") -> dict:
     run_python([str(WORKER), strategy, str(devices), str(out), "cpu", aggregation], out.parent)

@@ -62,10 +62,23 @@ def test_reference_is_the_base_model_and_fold_makes_it_the_policy():
     with reference_model(AdapterFree(policy)) as ref:
         torch.testing.assert_close(logits(ref, ids), expected)  # pi_ref: the base model, exactly
     torch.testing.assert_close(logits(policy, ids), tuned)  # adapters back on after the context
-    fold_adapters(policy)  # pi_ref <- pi_theta (rm_schedule=iterative)
+    fold_adapters(policy, seed=3)  # pi_ref <- pi_theta (rm_schedule=iterative)
     torch.testing.assert_close(logits(policy, ids), tuned, rtol=1e-4, atol=1e-5)
     with adapters_disabled(policy):
         torch.testing.assert_close(logits(policy, ids), tuned, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_draws_the_new_adapters_from_its_seed_alone():
+    """Two replicas (ranks) whose global random state differs fold with the same seed: the same re-drawn A."""
+    def folded(seed, noise):
+        policy = LoRA(r=4, alpha=8).apply(tiny_lm(seed=1)[0])
+        torch.rand(noise)  # whatever else used the global random state before, a different amount per replica
+        fold_adapters(policy, seed=seed)
+        return {k: v for k, v in policy.state_dict().items() if ".lora_A." in k}
+
+    a, b, c = folded(7, 1), folded(7, 5), folded(8, 1)
+    assert a.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed, another draw (a new iteration's)
 
 
 @pytest.fixture(scope="module")
