@@ -200,12 +200,39 @@ def test_gradient_checkpointing_recomputes_and_gives_the_same_update(base_overri
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_mixed_runs_a_step_with_finite_loss(base_overrides, tmp_path):
-    cfg = compose_config(base_overrides + SIGNAL + ["grpo.steps=1", "trainer.precision=bf16-mixed"], output_dir=tmp_path)
-    run(cfg)
-    scalars = read_scalars(tmp_path / "tb")
-    assert all(torch.isfinite(torch.tensor(v)) for _, v in scalars["train/loss"] + scalars["train/grad_norm"])
-    assert scalars["train/grad_norm"][0][1] > 0
+def fit_recording_update_dtypes(overrides, out):
+    """A 1-step run built as train.py builds it: (weights before, after, the dtypes of the LM head's outputs in its update)."""
+    module, datamodule, trainer = build(compose_config(overrides + ["grpo.steps=1"], output_dir=out))
+    before = {k: v.clone() for k, v in module.policy.state_dict().items()}
+    dtypes, in_update = set(), [False]
+    module.policy.lm_head.register_forward_hook(lambda m, i, output: dtypes.add(output.dtype) if in_update[0] else None)
+    step = module.training_step
+
+    def recorded_step(batch, batch_idx):
+        in_update[0] = True
+        try:
+            return step(batch, batch_idx)
+        finally:
+            in_update[0] = False
+
+    module.training_step = recorded_step
+    trainer.fit(module, datamodule=datamodule)
+    return before, module.policy.state_dict(), dtypes, trainer.callback_metrics
+
+
+@pytest.mark.parametrize("adapter", [[], LORA], ids=["full", "lora"])
+def test_bf16_mixed_runs_the_update_in_bfloat16(base_overrides, tmp_path, adapter):
+    """trainer.precision=bf16-mixed: the update computes in bfloat16 (autocast), the weights stay float32, and its step
+    goes the float32 step's way without being it."""
+    start, fp32, fp32_dtypes, _ = fit_recording_update_dtypes(base_overrides + SIGNAL + adapter, tmp_path / "a")
+    _, bf16, bf16_dtypes, metrics = fit_recording_update_dtypes(base_overrides + SIGNAL + adapter + ["trainer.precision=bf16-mixed"], tmp_path / "b")
+    assert fp32_dtypes == {torch.float32} and bf16_dtypes == {torch.bfloat16}
+    assert all(v.dtype == torch.float32 for v in bf16.values())
+    assert torch.isfinite(metrics["train/loss"]) and metrics["train/grad_norm"] > 0
+    step_fp32 = torch.cat([(fp32[k] - start[k]).flatten() for k in start])
+    step_bf16 = torch.cat([(bf16[k] - start[k]).flatten() for k in start])
+    assert not torch.equal(step_bf16, step_fp32)  # bfloat16 rounding changed the gradients
+    assert torch.nn.functional.cosine_similarity(step_bf16, step_fp32, dim=0) > 0.5  # yet the same update, roughly
 
 
 def test_bad_lora_settings_are_named():
