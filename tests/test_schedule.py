@@ -161,7 +161,7 @@ def test_retraining_raises_reward_model_accuracy_on_fresh_policy_samples(tmp_pat
             "+trainer.enable_progress_bar=false",
             "task.train_size=2000",
             "task.heldout_size=100",
-            "model.warmstart_steps=0",  # a random policy: about half its outputs contain a 7
+            "warmstart.steps=0",  # a random policy: about half its outputs contain a 7
             "model.arch.hidden_size=32",
             "model.arch.num_layers=2",
             "model.arch.num_heads=2",

@@ -75,9 +75,9 @@ def check_config(cfg: DictConfig) -> None:
         problems.append(f"grpo.ratio_level={g.ratio_level!r} is not known; choose one of {', '.join(RATIO_LEVELS)}")
     if _number(problems, "grpo.beta", g.beta, kind=float, example=0.04) and g.beta < 0:
         problems.append(f"grpo.beta={g.beta}: the KL weight must be >= 0")
-    eps_ok = _number(problems, "grpo.epsilon", g.epsilon, kind=float, example=0.2)
+    eps_ok = g.epsilon is None or _number(problems, "grpo.epsilon", g.epsilon, kind=float, example=0.2)  # None: loss=cispo's
     high_ok = g.epsilon_high is None or _number(problems, "grpo.epsilon_high", g.epsilon_high, kind=float, example=0.28)
-    if eps_ok and high_ok and (not 0 < g.epsilon < 1 or (g.epsilon_high is not None and g.epsilon_high <= 0)):
+    if eps_ok and high_ok and ((g.epsilon is not None and not 0 < g.epsilon < 1) or (g.epsilon_high is not None and g.epsilon_high <= 0)):
         problems.append(f"grpo.epsilon={g.epsilon}, grpo.epsilon_high={g.epsilon_high}: clip ranges must be in (0, 1) (high side > 0)")
     s = cfg.sampling
     _number(problems, "sampling.max_new_tokens", s.max_new_tokens, low=1, example=48)

@@ -86,6 +86,10 @@ class GRPOModule(L.LightningModule):
         self._update_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
+        # the update in train mode (and its backward, which follows): gradient checkpointing recomputes only there,
+        # and a dropout a setting kept (model.disable_dropout=false, adapter.dropout > 0) acts only there. Sampling
+        # and the old/reference log-probs run in eval mode (grpo.rollout.modes.evaluating), whatever this leaves.
+        self.policy.train()
         index = group_rows(batch.groups, self.rollout.group_size).to(self.last_rollout.batch.input_ids.device)
         minibatch = self.last_rollout.batch.rows(index)  # this update's whole groups, padding trimmed
         mask = minibatch["completion_mask"]
@@ -130,7 +134,7 @@ class GRPOModule(L.LightningModule):
             if isinstance(adapter_for(strategy), (FSDP2Adapter, ZeroAdapter)):
                 raise NotImplementedError("rm_schedule=iterative with adapter=lora folds the adapters into whole weights: "
                                           "use strategy=auto or ddp (or adapter=none with fsdp / deepspeed)")
-            fold_adapters(self.policy)
+            fold_adapters(self.policy, seed=self.lora.seed * 1_000_003 + self.current_epoch + 1)  # the same draw on every rank
         elif self.reference is not None:
             adapter_for(self._trainer.strategy if self._trainer is not None else None).copy_weights(self.policy, self.reference)
 

@@ -33,9 +33,9 @@ def test_hand_worked_weight_is_clipped_not_the_gradient():
 
 
 def test_lower_bound():
-    # epsilon_low = 0.2: the weight of rho = 0.5 becomes 0.8, so d loss / d logp_0 = -0.8 * A / 1 with A = -2: +1.6
+    # epsilon = 0.2: the weight of rho = 0.5 becomes 0.8, so d loss / d logp_0 = -0.8 * A / 1 with A = -2: +1.6
     logp, old_logp, mask = one_row([0.5])
-    loss, stats = CISPOLoss(epsilon_high=0.28, epsilon_low=0.2, beta=0.0)(logp, old_logp, None, torch.tensor([-2.0]), mask)
+    loss, stats = CISPOLoss(epsilon=0.2, epsilon_high=0.28, beta=0.0)(logp, old_logp, None, torch.tensor([-2.0]), mask)
     (grad,) = torch.autograd.grad(loss, logp)
     torch.testing.assert_close(grad, torch.tensor([[1.6]]))
     assert stats["clip_frac_low"] == 1.0

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from distributed_testkit import SIGNAL, has_compiler, parameters, run_python, train, warm_start
+from distributed_testkit import SIGNAL, has_compiler, parameters, read_probes, run_python, train, warm_start
 from grpo_testkit import read_scalars, tiny_lm
 
 pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
@@ -112,33 +112,64 @@ def test_deepspeed_zero3_pipeline_on_cpu(base_overrides, warm_cache, tmp_path):
 
 def test_dynamic_sampling_ranks_draw_their_own_batches_in_lock_step(base_overrides, tmp_path):
     """grpo.dynamic_sampling under ddp: rank 0 finds no group with spread and draws all 1 + 2 generation
-    batches, rank 1 mostly fills its 4 groups from the first; the ranks' updates (and the step's one
-    token-count all-reduce) stay in lock-step, rank 0's updates have no token yet it logs the same keys as
-    rank 1 (their epoch-end sync is a collective: a mismatch used to hang), and the run finishes."""
-    out = tmp_path / "run"
+    batches, keeping none (its update holds 4 flat fillers: advantage 0, in the loss for their KL term since
+    beta > 0); rank 1 keeps 4 groups with spread, first in its update. The ranks' updates (and the step's one
+    token-count all-reduce, which adds both ranks' tokens) stay in lock-step, both log the same keys (their
+    epoch-end sync is a collective: a mismatch used to hang), and the run finishes."""
+    out, probes = tmp_path / "run", tmp_path / "probes"
     train(["strategy=ddp", "grpo.steps=2", "grpo.aggregation=token", "grpo.minibatch_prompts=2", *base_overrides,
            "reward._target_=distributed_testkit.SpreadOnRank1", "grpo.dynamic_sampling.enabled=true",
-           "grpo.dynamic_sampling.max_extra_batches=2", f"hydra.run.dir={out}"], tmp_path)
+           "grpo.dynamic_sampling.max_extra_batches=2", "+callbacks.probe._target_=distributed_testkit.UpdateProbe",
+           f"+callbacks.probe.path={probes}", f"hydra.run.dir={out}"], tmp_path)
+    rank0, rank1 = read_probes(probes)
+    assert len(rank0["steps"]) == len(rank1["steps"]) == 2
+    for zero, one in zip(rank0["steps"], rank1["steps"]):
+        assert zero["stats"]["gen_batches"] == 3.0 and zero["stats"]["groups_kept"] == 0.0  # drew every batch it may
+        assert zero["group_spread"] == [False] * 4 and zero["group_in_loss"] == [True] * 4  # fillers: KL term only
+        kept = int(one["stats"]["groups_kept"])
+        assert 1 <= one["stats"]["gen_batches"] <= 3 and kept >= 1
+        assert one["group_spread"] == [True] * kept + [False] * (4 - kept)  # the informative groups, then fillers
+        assert zero["step_tokens"] == one["step_tokens"] == zero["local_tokens"] + one["local_tokens"]  # all-reduced
     scalars = read_scalars(out / "tb")
-    # rank 0 always draws 3 batches and keeps 0 groups; rank 1 draws 1 to 3 and keeps up to 4 (digit shares may tie)
-    assert len(scalars["rollout/gen_batches"]) == 2 and all(2.0 <= v <= 3.0 for _, v in scalars["rollout/gen_batches"])
-    assert all(0.0 < v <= 2.0 for _, v in scalars["rollout/groups_kept"])
-    assert len(scalars["train/kl"]) == 2  # token statistics: rank 1 had tokens, rank 0 none, and the ranks still agreed
-    assert (out / "export").is_dir()
+    assert len(scalars["train/kl"]) == 2 and (out / "export").is_dir()
 
 
 @pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_lora_checkpointing_bf16_train_on_two_processes(strategy, base_overrides, warm_cache, tmp_path):
-    """adapter=lora + model.gradient_checkpointing + trainer.precision=bf16-mixed under a 2-process strategy: the run
-    trains (the merged export differs from the start), exports one plain checkpoint, and logs finite losses."""
-    out = tmp_path / "run"
+    """adapter=lora + model.gradient_checkpointing + trainer.precision=bf16-mixed under a 2-process strategy: on each
+    rank every decoder layer's forward in an update is recomputed in its backward and the update computes in
+    bfloat16; the run trains (the merged export differs from the start), exports one plain checkpoint, and logs
+    finite losses."""
+    out, probes = tmp_path / "run", tmp_path / "probes"
     train([f"strategy={strategy}", *base_overrides, *SIGNAL, "adapter=lora", "adapter.r=4", "optimizer.lr=1e-2",
-           "model.gradient_checkpointing=true", "trainer.precision=bf16-mixed", f"hydra.run.dir={out}"], tmp_path)
+           "model.gradient_checkpointing=true", "trainer.precision=bf16-mixed", "+callbacks.probe._target_=distributed_testkit.UpdateProbe",
+           f"+callbacks.probe.path={probes}", f"hydra.run.dir={out}"], tmp_path)
+    for rank in read_probes(probes):
+        assert rank["forward"] == 2 * 2  # 2 GRPO steps x 2 layers (debug=default), one update each
+        assert rank["recomputed"] == rank["forward"]  # checkpointing: each layer's forward once more in the backward
+        assert rank["update_dtypes"] == ["torch.bfloat16"]  # autocast: the update's logits in bfloat16
     start, final = parameters(warm_start(warm_cache)), parameters(out / "export")
     assert set(final) == set(start)  # a plain transformers checkpoint: the adapters merged in
     assert any(not torch.equal(final[k], start[k]) for k in start)
     losses = read_scalars(out / "tb")["train/loss"]
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(v)) for _, v in losses)
+
+
+def test_lora_iterative_fold_draws_the_same_adapters_on_both_ranks(base_overrides, tmp_path):
+    """adapter=lora + rm_schedule=iterative under ddp: each iteration (here each step) folds the adapters into the
+    base weights and re-draws A. The reward draws from the global random state a different amount on each rank;
+    the fold's draw is seeded, so both ranks keep the same weights (an unseeded draw gives each rank its own A,
+    which DDP never reconciles: it averages gradients, not weights)."""
+    out, saved = tmp_path / "run", tmp_path / "weights"
+    train(["strategy=ddp", "grpo.steps=2", *base_overrides, "reward._target_=distributed_testkit.RankNoiseDigitShare", "adapter=lora",
+           "adapter.r=4", "optimizer.lr=1e-2", "rm_schedule=iterative", "+callbacks.save_policy._target_=distributed_testkit.SavePolicy",
+           f"+callbacks.save_policy.path={saved}", f"hydra.run.dir={out}"], tmp_path)
+    rank0, rank1 = (torch.load(saved / f"rank{r}.pt") for r in (0, 1))
+    folded = [k for k in rank0 if ".lora_B." in k]
+    assert folded and all(not rank0[k].any() for k in folded)  # the last step ended with a fold: B = 0
+    assert len(read_scalars(out / "tb")["rm/iteration"]) == 2  # two iterations, two folds
+    for name, value in rank0.items():
+        assert torch.equal(rank1[name], value), name
 
 
 # ---------------------------------------------------------------- one update: 2 processes == 1 process

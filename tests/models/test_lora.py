@@ -62,10 +62,23 @@ def test_reference_is_the_base_model_and_fold_makes_it_the_policy():
     with reference_model(AdapterFree(policy)) as ref:
         torch.testing.assert_close(logits(ref, ids), expected)  # pi_ref: the base model, exactly
     torch.testing.assert_close(logits(policy, ids), tuned)  # adapters back on after the context
-    fold_adapters(policy)  # pi_ref <- pi_theta (rm_schedule=iterative)
+    fold_adapters(policy, seed=3)  # pi_ref <- pi_theta (rm_schedule=iterative)
     torch.testing.assert_close(logits(policy, ids), tuned, rtol=1e-4, atol=1e-5)
     with adapters_disabled(policy):
         torch.testing.assert_close(logits(policy, ids), tuned, rtol=1e-4, atol=1e-5)
+
+
+def test_fold_draws_the_new_adapters_from_its_seed_alone():
+    """Two replicas (ranks) whose global random state differs fold with the same seed: the same re-drawn A."""
+    def folded(seed, noise):
+        policy = LoRA(r=4, alpha=8).apply(tiny_lm(seed=1)[0])
+        torch.rand(noise)  # whatever else used the global random state before, a different amount per replica
+        fold_adapters(policy, seed=seed)
+        return {k: v for k, v in policy.state_dict().items() if ".lora_A." in k}
+
+    a, b, c = folded(7, 1), folded(7, 5), folded(8, 1)
+    assert a.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)  # another seed, another draw (a new iteration's)
 
 
 @pytest.fixture(scope="module")
@@ -134,28 +147,92 @@ def test_resume_with_lora_is_exact(base_overrides, tmp_path):
     assert any(not torch.equal(pp[name], pa[name]) for name in pa)  # the third step moved the weights
 
 
-@pytest.mark.parametrize("extra", [["model.gradient_checkpointing=true"], ["model.gradient_checkpointing=true"] + LORA])
-def test_gradient_checkpointing_gives_the_same_update(base_overrides, tmp_path, extra):
-    """Activations recomputed in the backward pass: the same gradients, so the same weights after a step."""
-    def weights(overrides, out):
-        cfg = compose_config(base_overrides + SIGNAL + ["grpo.steps=1"] + overrides, output_dir=out)
-        module, datamodule, trainer = build(cfg)
-        trainer.fit(module, datamodule=datamodule)
-        return module.policy.state_dict(), getattr(module.policy, "is_activation_checkpointing", None) or module.policy.is_gradient_checkpointing
+class LayerCalls:
+    """Forward calls of the policy's decoder layers during its updates: those of each update's forward
+    (training_step) and those inside its backward (recomputed by gradient checkpointing). Counted by wrapping each
+    layer's MLP `forward`: transformers checkpoints a layer's `forward` inside the layer's hooks, and module hooks
+    do not fire in the recompute, so a hook would count nothing there."""
 
-    plain, off = weights([o for o in extra if "checkpointing" not in o], tmp_path / "a")
-    checkpointed, on = weights(extra, tmp_path / "b")
-    assert on and not off
+    def __init__(self, module):
+        self.calls = self.forward = self.recomputed = self.updates = 0
+        self.layers = len(module.policy.model.layers)
+        for layer in module.policy.model.layers:
+            layer.mlp.forward = self._counting(layer.mlp.forward)
+        step = module.training_step
+
+        def counted_step(batch, batch_idx):
+            before = self.calls
+            out = step(batch, batch_idx)
+            self.forward += self.calls - before
+            self.updates += 1
+            return out
+
+        module.training_step = counted_step
+        module.on_before_backward = lambda loss: setattr(self, "_mark", self.calls)
+        module.on_after_backward = lambda: setattr(self, "recomputed", self.recomputed + self.calls - self._mark)
+
+    def _counting(self, forward):
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return forward(*args, **kwargs)
+
+        return counted
+
+
+def fit_counting_layers(overrides, out):
+    """A 1-step run built as train.py builds it: (policy weights after, LayerCalls of its update)."""
+    module, datamodule, trainer = build(compose_config(overrides + ["grpo.steps=1"], output_dir=out))
+    calls = LayerCalls(module)
+    trainer.fit(module, datamodule=datamodule)
+    return module.policy.state_dict(), calls
+
+
+@pytest.mark.parametrize("adapter", [[], LORA], ids=["full", "lora"])
+def test_gradient_checkpointing_recomputes_and_gives_the_same_update(base_overrides, tmp_path, adapter):
+    """model.gradient_checkpointing=true in a run: every decoder layer runs its forward once more in the update's
+    backward (recomputed activations), and the update is the same as without it."""
+    plain, off = fit_counting_layers(base_overrides + SIGNAL + adapter, tmp_path / "a")
+    checkpointed, on = fit_counting_layers(base_overrides + SIGNAL + adapter + ["model.gradient_checkpointing=true"], tmp_path / "b")
+    assert off.updates == on.updates == 1 and off.forward == on.forward == off.layers == 2  # debug=default: 2 layers
+    assert off.recomputed == 0
+    assert on.recomputed == on.layers * on.updates  # one recomputed forward per layer and update
     for name in plain:
         torch.testing.assert_close(checkpointed[name], plain[name], rtol=1e-5, atol=1e-6)
 
 
-def test_bf16_mixed_runs_a_step_with_finite_loss(base_overrides, tmp_path):
-    cfg = compose_config(base_overrides + SIGNAL + ["grpo.steps=1", "trainer.precision=bf16-mixed"], output_dir=tmp_path)
-    run(cfg)
-    scalars = read_scalars(tmp_path / "tb")
-    assert all(torch.isfinite(torch.tensor(v)) for _, v in scalars["train/loss"] + scalars["train/grad_norm"])
-    assert scalars["train/grad_norm"][0][1] > 0
+def fit_recording_update_dtypes(overrides, out):
+    """A 1-step run built as train.py builds it: (weights before, after, the dtypes of the LM head's outputs in its update)."""
+    module, datamodule, trainer = build(compose_config(overrides + ["grpo.steps=1"], output_dir=out))
+    before = {k: v.clone() for k, v in module.policy.state_dict().items()}
+    dtypes, in_update = set(), [False]
+    module.policy.lm_head.register_forward_hook(lambda m, i, output: dtypes.add(output.dtype) if in_update[0] else None)
+    step = module.training_step
+
+    def recorded_step(batch, batch_idx):
+        in_update[0] = True
+        try:
+            return step(batch, batch_idx)
+        finally:
+            in_update[0] = False
+
+    module.training_step = recorded_step
+    trainer.fit(module, datamodule=datamodule)
+    return before, module.policy.state_dict(), dtypes, trainer.callback_metrics
+
+
+@pytest.mark.parametrize("adapter", [[], LORA], ids=["full", "lora"])
+def test_bf16_mixed_runs_the_update_in_bfloat16(base_overrides, tmp_path, adapter):
+    """trainer.precision=bf16-mixed: the update computes in bfloat16 (autocast), the weights stay float32, and its step
+    goes the float32 step's way without being it."""
+    start, fp32, fp32_dtypes, _ = fit_recording_update_dtypes(base_overrides + SIGNAL + adapter, tmp_path / "a")
+    _, bf16, bf16_dtypes, metrics = fit_recording_update_dtypes(base_overrides + SIGNAL + adapter + ["trainer.precision=bf16-mixed"], tmp_path / "b")
+    assert fp32_dtypes == {torch.float32} and bf16_dtypes == {torch.bfloat16}
+    assert all(v.dtype == torch.float32 for v in bf16.values())
+    assert torch.isfinite(metrics["train/loss"]) and metrics["train/grad_norm"] > 0
+    step_fp32 = torch.cat([(fp32[k] - start[k]).flatten() for k in start])
+    step_bf16 = torch.cat([(bf16[k] - start[k]).flatten() for k in start])
+    assert not torch.equal(step_bf16, step_fp32)  # bfloat16 rounding changed the gradients
+    assert torch.nn.functional.cosine_similarity(step_bf16, step_fp32, dim=0) > 0.5  # yet the same update, roughly
 
 
 def test_bad_lora_settings_are_named():

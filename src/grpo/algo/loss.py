@@ -195,6 +195,9 @@ class GRPOLoss:
         self.epsilon, self.epsilon_high, self.beta = epsilon, epsilon_high, beta
         self.kl_estimator, self.aggregation, self.ratio_level = kl_estimator, aggregation, ratio_level
         self.max_completion_len = max_completion_len
+        if epsilon is None:
+            raise ValueError("grpo.epsilon=null: loss=grpo clips the ratio below at 1 - epsilon and needs a number, "
+                             "e.g. grpo.epsilon=0.2 (null, no lower bound, is loss=cispo's)")
         # unknown names fail at construction, before any run starts
         get_aggregation(self.aggregation)
         get_kl_estimator(self.kl_estimator)

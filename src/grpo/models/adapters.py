@@ -6,7 +6,7 @@ PeftModel wrapper is not kept), so log-probs, decoding, strategies and checkpoin
 
 - `LoRA(...).apply(model)`: adapters injected, every other weight frozen.
 - `AdapterFree(policy)`: pi_ref; `with ref.active() as model:` is the policy with its adapters off.
-- `fold_adapters(policy)`: W <- W + s B A, then B <- 0 (A re-drawn): the policy unchanged, its
+- `fold_adapters(policy, seed)`: W <- W + s B A, then B <- 0 (A re-drawn from seed): the policy unchanged, its
   adapter-free self now equal to it (pi_ref <- pi_theta for rm_schedule=iterative).
 - `merge_lora_state(state, scaling)`: a full state dict with adapters -> a plain transformers one.
 """
@@ -118,13 +118,17 @@ def reference_model(reference):
 
 
 @torch.no_grad()
-def fold_adapters(model: nn.Module) -> None:
+def fold_adapters(model: nn.Module, seed: int) -> None:
     """Fold each adapter into its base weight (W <- W + s B A) and restart it (B <- 0, A re-drawn): the model computes
-    the same function, and with its adapters off it now computes that function too."""
-    for layer in lora_layers(model):
-        base = layer.get_base_layer()
-        base.weight.data += layer.get_delta_weight(ADAPTER).to(base.weight.dtype)
-        layer.reset_lora_parameters(ADAPTER, True)
+    the same function, and with its adapters off it now computes that function too. A is drawn (peft's initialiser)
+    from `seed` alone, as `LoRA.apply` draws it: the same on every rank, whatever else used the random state."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)  # every device's generator: the draw happens where the weights are
+        for layer in lora_layers(model):
+            base = layer.get_base_layer()
+            base.weight.data += layer.get_delta_weight(ADAPTER).to(base.weight.dtype)
+            layer.reset_lora_parameters(ADAPTER, True)
 
 
 _LORA_KEY = re.compile(r"^(.*)\.lora_(A|B)\.[^.]+\.weight$")

@@ -23,6 +23,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from grpo.models.cache import build_once
+from grpo.models.dropout import disable_dropout
 from grpo.models.tiny import TinyArch, build_tiny_model
 from grpo.models.tokenizer import build_char_tokenizer
 from grpo.models.warmstart import train_warm_start
@@ -42,9 +43,10 @@ class TinyPolicy:
         seed: int = 0,
         cache_dir: str = "outputs/cache",
         gradient_checkpointing: bool = False,
+        disable_dropout: bool = True,
     ):
         self.arch = TinyArch.from_node(arch, where="model.arch")
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing, self.disable_dropout = gradient_checkpointing, disable_dropout
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
 
@@ -59,7 +61,7 @@ class TinyPolicy:
     def load(self, task, task_key: str = ""):
         """(model, tokenizer); `task_key` names the task's settings, so that another task gets its own cache."""
         path = build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp))
-        return with_checkpointing(load_pretrained(str(path)), self.gradient_checkpointing)
+        return prepared(load_pretrained(str(path)), self.gradient_checkpointing, self.disable_dropout)
 
     def _build(self, task, out: Path) -> None:
         tokenizer = self.tokenizer(task)
@@ -86,13 +88,14 @@ class PretrainedPolicy:
         seed: int = 0,
         cache_dir: str = "outputs/cache",
         gradient_checkpointing: bool = False,
+        disable_dropout: bool = True,
     ):
         if not isinstance(warmstart_steps, int) or warmstart_steps < 0:
-            raise ValueError(f"model.warmstart_steps={warmstart_steps!r}: must be an integer >= 0 (0: no warm start)")
+            raise ValueError(f"warmstart.steps={warmstart_steps!r}: must be an integer >= 0 (0: no warm start)")
         self.name_or_path, self.dtype, self.trust_remote_code = name_or_path, dtype, trust_remote_code
         self.warmstart = dict(steps=warmstart_steps, batch_size=warmstart_batch_size, lr=warmstart_lr, seed=seed)
         self.cache_dir = Path(cache_dir)
-        self.gradient_checkpointing = gradient_checkpointing
+        self.gradient_checkpointing, self.disable_dropout = gradient_checkpointing, disable_dropout
 
     def tokenizer(self, task=None):
         return load_tokenizer(self.name_or_path, self.trust_remote_code)
@@ -109,7 +112,7 @@ class PretrainedPolicy:
         path = self.name_or_path
         if self.warmstart["steps"] > 0:
             path = str(build_once(self.cache_path(task_key), "config.json", lambda tmp: self._build(task, tmp)))
-        return with_checkpointing(load_pretrained(path, self.dtype, self.trust_remote_code), self.gradient_checkpointing)
+        return prepared(load_pretrained(path, self.dtype, self.trust_remote_code), self.gradient_checkpointing, self.disable_dropout)
 
     def _build(self, task, out: Path) -> None:
         model, tokenizer = load_pretrained(self.name_or_path, "float32", self.trust_remote_code)  # trained in float32
@@ -119,10 +122,14 @@ class PretrainedPolicy:
         tokenizer.save_pretrained(out)
 
 
-def with_checkpointing(loaded, enabled: bool):
-    """(model, tokenizer) with gradient checkpointing switched on when asked (activations recomputed in the backward)."""
+def prepared(loaded, gradient_checkpointing: bool, no_dropout: bool = True):
+    """(model, tokenizer) as a run trains it: every dropout off unless the model keeps it (`model.disable_dropout`,
+    see grpo.models.dropout), gradient checkpointing switched on when asked (activations recomputed in the backward
+    of the update, which runs in train mode: GRPOModule.training_step)."""
     model, tokenizer = loaded
-    if enabled:
+    if no_dropout:
+        disable_dropout(model)
+    if gradient_checkpointing:
         if not model.supports_gradient_checkpointing:
             raise ValueError(f"model.gradient_checkpointing=true: {type(model).__name__} does not support it; set it to false")
         if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5 (the old name is deprecated)

@@ -124,7 +124,7 @@ class GroupRollout:
             with evaluating(policy):
                 old_logp = batched_logprobs(policy, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
         if reference is not None:
-            with reference_model(reference) as ref:  # a frozen copy, or the LoRA policy with its adapters off
+            with reference_model(reference) as ref, evaluating(ref):  # a frozen copy, or the LoRA policy with its adapters off
                 ref_logp = batched_logprobs(ref, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
         t_logp = time.perf_counter() - t2
 
