@@ -21,7 +21,11 @@ log-probs, the loss, RMSNorm, rotary tables): measured across kernel paths, see 
 Behaviour changes show far above them: e.g. grpo.beta 0.04 -> 0.041 moves train/grad_norm by 8e-5 (relative).
 
 History: recorded first from main at e864651 (the redesign of issue 11 had to keep it); re-recorded on purpose
-for issue 13 (token / constant aggregation normalisers) and issue 19 (a stored start, run in float64).
+for issue 13 (token / constant aggregation normalisers) and issue 19 (a stored start, run in float64). Re-recorded
+on purpose after issue 19 item 2 (with beta > 0 flat groups keep their KL term: with that line reverted,
+outcome_verifier and outcome_mu2_token_k2 reproduce the previous entries exactly) and issue 20 (a stopped
+row's last step ends on its EOS; the reward model sees EOS and endings; Monte-Carlo labels end after the
+separator).
 """
 
 from __future__ import annotations
