@@ -73,3 +73,20 @@ def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "tensors": 0})
     acc.Reload()
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def cpu_bf16_attention_error() -> str | None:
+    """Why torch's CPU bfloat16 attention cannot run on this kernel path, or None when it can.
+
+    torch 2.13's CPU flash-attention kernel for bfloat16 with a mask needs AVX-512 instructions: forced onto a lower
+    path (ATEN_CPU_CAPABILITY=avx2 on an AVX-512 CPU) it raises "pack_vnni2 is only supported when avx512 is
+    supported". A limitation of torch, not of this code: bf16 tests skip with this reason there."""
+    if torch.cuda.is_available():
+        return None
+    q = torch.randn(1, 2, 64, 16, dtype=torch.bfloat16, requires_grad=True)
+    mask = torch.ones(1, 1, 64, 64, dtype=torch.bool).tril()
+    try:
+        torch.nn.functional.scaled_dot_product_attention(q, q, q, attn_mask=mask).float().sum().backward()
+    except RuntimeError as err:
+        return f"torch's CPU bfloat16 attention fails on this kernel path: {err}"
+    return None

@@ -14,7 +14,7 @@ from grpo.pipeline import build, run, warm_start_key
 from grpo.rollout.engine import KVCacheEngine, sample_texts
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.strategies.weights import export_pretrained
-from grpo_testkit import compose_config, read_scalars, tiny_lm
+from grpo_testkit import compose_config, cpu_bf16_attention_error, read_scalars, tiny_lm
 
 SIGNAL = ["reward._target_=grpo_testkit.DigitShareReward", "eval.every_n_steps=100", "eval.prompts=4", "eval.batch_size=4",
           "eval.k_prompts=2", "sampling.max_new_tokens=16"]
@@ -224,6 +224,8 @@ def fit_recording_update_dtypes(overrides, out):
 def test_bf16_mixed_runs_the_update_in_bfloat16(base_overrides, tmp_path, adapter):
     """trainer.precision=bf16-mixed: the update computes in bfloat16 (autocast), the weights stay float32, and its step
     goes the float32 step's way without being it."""
+    if cpu_bf16_attention_error():
+        pytest.skip(cpu_bf16_attention_error())
     start, fp32, fp32_dtypes, _ = fit_recording_update_dtypes(base_overrides + SIGNAL + adapter, tmp_path / "a")
     _, bf16, bf16_dtypes, metrics = fit_recording_update_dtypes(base_overrides + SIGNAL + adapter + ["trainer.precision=bf16-mixed"], tmp_path / "b")
     assert fp32_dtypes == {torch.float32} and bf16_dtypes == {torch.bfloat16}
