@@ -132,7 +132,7 @@ def variance_split(runs: list[Series], key: str, metric: str = "val/accuracy") -
     (population variances, so the two parts add up exactly). A line, in points."""
     groups: dict[str, list[float]] = defaultdict(list)
     for run in runs:
-        if run.get(metric) and run.get(f"seed:{key}"):
+        if len(run.get(metric, [])) >= 2 and run.get(f"seed:{key}"):  # evaluated before and after, as `table` counts
             groups[run[f"seed:{key}"][0][1]].append(run[metric][-1][1])
     values = [v for g in groups.values() for v in g]
     if len(groups) < 2 or not values:
