@@ -228,8 +228,8 @@ CASES = [
     Case("components all abstain", "run", ["reward=weighted", "~reward.components.verifier", f"+reward.components.a.fn={HERE}.abstaining_component",
                                           f"+reward.components.b.fn={HERE}.abstaining_component"], RewardError,
          [r"every component \(a, b\) abstained \(returned None\) on 16 completion\(s\)", r"rollout\.invalid_reward=zero"]),
-    Case("verify returns str", "run", [f"task._target_={HERE}.StringVerifyTask"], TypeError, [r"StringVerifyTask\.verify must return a bool", "str 'correct'"]),
-    Case("verify returns None", "run", [f"task._target_={HERE}.NoneVerifyTask"], TypeError, [r"NoneVerifyTask\.verify must return a bool", "NoneType None"]),
+    Case("verify returns str", "run", ["task=custom", f"task._target_={HERE}.StringVerifyTask", "warmstart.steps=0"], TypeError, [r"StringVerifyTask\.verify must return a bool", "str 'correct'"]),
+    Case("verify returns None", "run", ["task=custom", f"task._target_={HERE}.NoneVerifyTask", "warmstart.steps=0"], TypeError, [r"NoneVerifyTask\.verify must return a bool", "NoneType None"]),
 ]
 
 
