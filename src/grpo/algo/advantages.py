@@ -177,10 +177,14 @@ class OutcomeAdvantages:
         return outcome_advantages(rewards, group_size, scale=self.scale, eps=self.eps, min_spread=self.min_spread)
 
 
-class ProcessAdvantages:
-    """supervision=process: `process_advantages` of the per-step rewards (scale as OutcomeAdvantages)."""
+class StepAdvantages:
+    """A process estimator (`needs_step_rewards`): `estimate` of the per-step rewards, with the settings of
+    OutcomeAdvantages checked here. `option` names the supervision option in errors. supervision=process
+    (ProcessAdvantages), process_min and process_progress differ only in `estimate`."""
 
     needs_step_rewards: ClassVar[bool] = True
+    option: ClassVar[str] = "process"
+    estimate: ClassVar = staticmethod(process_advantages)
 
     def __init__(self, scale: bool | str = True, eps: float = 1e-4, min_spread: float = 0.0):
         scale_name(scale)
@@ -189,6 +193,9 @@ class ProcessAdvantages:
 
     def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
         if step_rewards is None or step_end_mask is None:
-            raise ValueError("process supervision needs step_rewards and step_end_mask [N, T]")
-        return process_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,
-                                  min_spread=self.min_spread)
+            raise ValueError(f"supervision={self.option} needs step_rewards and step_end_mask [N, T]")
+        return self.estimate(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps, min_spread=self.min_spread)
+
+
+class ProcessAdvantages(StepAdvantages):
+    """supervision=process: `process_advantages` of the per-step rewards (scale as OutcomeAdvantages)."""

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from grpo.algo.advantages import (
-    _float32_at_least, check_min_spread, check_step_tensors, is_flat, masked_spread, masked_std, scale_name,
+    StepAdvantages, _float32_at_least, check_step_tensors, is_flat, masked_spread, masked_std, scale_name,
 )
 
 
@@ -86,18 +86,8 @@ def process_min_advantages(
     return torch.where(keep, centred, torch.zeros_like(centred)).view(n_rows, T)
 
 
-class ProcessMinAdvantages:
+class ProcessMinAdvantages(StepAdvantages):
     """supervision=process_min: `process_min_advantages` of the per-step rewards (scale as ProcessAdvantages)."""
 
-    needs_step_rewards: ClassVar[bool] = True
-
-    def __init__(self, scale: bool | str = True, eps: float = 1e-4, min_spread: float = 0.0):
-        scale_name(scale)
-        check_min_spread(min_spread)
-        self.scale, self.eps, self.min_spread = scale, eps, min_spread
-
-    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
-        if step_rewards is None or step_end_mask is None:
-            raise ValueError("supervision=process_min needs step_rewards and step_end_mask [N, T]")
-        return process_min_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,
-                                      min_spread=self.min_spread)
+    option: ClassVar[str] = "process_min"
+    estimate: ClassVar = staticmethod(process_min_advantages)
