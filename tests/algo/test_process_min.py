@@ -114,3 +114,11 @@ def test_component_and_bad_inputs():
         process_min_advantages(torch.zeros(4, 3), torch.zeros(4, 2, dtype=torch.bool), 2)
     with pytest.raises(ValueError, match="not divisible by group_size"):
         process_min_advantages(torch.zeros(3, 2), torch.zeros(3, 2, dtype=torch.bool), 2)
+
+
+def test_the_option_computes_min_form_advantages_not_the_sum():
+    # the padding example above: the component (supervision=process_min) gives the min-form advantages
+    step_rewards, step_end_mask = steps(6, [[(1, 0.5), (3, 0.9)], [(1, 0.5), (3, 0.9), (4, 1.0), (5, 1.0)]])
+    got = ProcessMinAdvantages(eps=0.0)(None, 2, step_rewards, step_end_mask)
+    assert torch.equal(got, process_min_advantages(step_rewards, step_end_mask, 2, eps=0.0))
+    assert not torch.equal(got, process_advantages(step_rewards, step_end_mask, 2, eps=0.0))

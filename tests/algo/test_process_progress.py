@@ -82,3 +82,11 @@ def test_component_and_bad_inputs():
         ProcessProgressAdvantages(scale="foo")
     with pytest.raises(ValueError, match=r"\[N, T\]"):
         process_progress_advantages(torch.zeros(4, 3), torch.zeros(4, 2, dtype=torch.bool), 2)
+
+
+def test_the_option_computes_progress_advantages_not_the_sum():
+    # two rows of values 0.2 -> 0.6 and 0.4 -> 0.4: the component (supervision=process_progress) gives the progress form
+    step_rewards, step_end_mask = steps(4, [[(1, 0.2), (3, 0.6)], [(1, 0.4), (3, 0.4)]])
+    got = ProcessProgressAdvantages(eps=0.0)(None, 2, step_rewards, step_end_mask)
+    assert torch.equal(got, process_progress_advantages(step_rewards, step_end_mask, 2, eps=0.0))
+    assert not torch.equal(got, process_advantages(step_rewards, step_end_mask, 2, eps=0.0))
