@@ -18,7 +18,7 @@ from torch import Tensor
 
 from grpo.algo.aggregation import aggregation as get_aggregation
 from grpo.algo.kl import KLEstimator, kl_estimator as get_kl_estimator
-from grpo.algo.loss import kl_terms, masked_inputs, token_stats
+from grpo.algo.loss import kl_terms, masked_inputs, token_stats, with_kl
 
 
 class CISPOLoss:
@@ -50,8 +50,7 @@ class CISPOLoss:
         weight = ratio.clamp(min=low, max=1 + self.epsilon_high)  # [N, T], no gradient
         pg_objective = weight * x.advantages * x.logp  # [N, T]
         kls = kl_terms(x)
-        kl_tok = get_kl_estimator(self.kl_estimator)(x.logp, x.ref_logp) if x.ref_logp is not None else None
-        objective_tok = pg_objective - self.beta * kl_tok if self.beta != 0 else pg_objective
+        objective_tok, kl_tok = with_kl(pg_objective, x, self.beta, self.kl_estimator)
         objective = aggregate(objective_tok, x.mask)
         with torch.no_grad():
             stats = token_stats(x, kl_tok, kls, ratio, clip_low=ratio < low, clip_high=ratio > 1 + self.epsilon_high)

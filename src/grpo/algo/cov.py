@@ -29,7 +29,7 @@ from torch import Tensor
 
 from grpo.algo.aggregation import aggregation as get_aggregation
 from grpo.algo.kl import KLEstimator, kl_estimator as get_kl_estimator
-from grpo.algo.loss import MaskedInputs, kl_terms, masked_inputs, token_stats
+from grpo.algo.loss import MaskedInputs, kl_terms, masked_inputs, token_stats, with_kl
 
 
 def token_covariance(x: MaskedInputs) -> Tensor:
@@ -54,8 +54,7 @@ class _CovLoss:
 
     def _finish(self, x: MaskedInputs, pg_objective: Tensor, aggregate, ratio, clip_low, clip_high, picked: Tensor, name: str):
         kls = kl_terms(x)
-        kl_tok = get_kl_estimator(self.kl_estimator)(x.logp, x.ref_logp) if x.ref_logp is not None else None
-        objective_tok = pg_objective - self.beta * kl_tok if self.beta != 0 else pg_objective
+        objective_tok, kl_tok = with_kl(pg_objective, x, self.beta, self.kl_estimator)
         objective = aggregate(objective_tok, x.mask)
         with torch.no_grad():
             stats = token_stats(x, kl_tok, kls, ratio, clip_low=clip_low, clip_high=clip_high)

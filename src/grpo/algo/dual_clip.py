@@ -19,7 +19,7 @@ from torch import Tensor
 
 from grpo.algo.aggregation import aggregation as get_aggregation
 from grpo.algo.kl import KLEstimator, kl_estimator as get_kl_estimator
-from grpo.algo.loss import RATIO_LEVELS, kl_terms, masked_inputs, token_stats
+from grpo.algo.loss import RATIO_LEVELS, kl_terms, masked_inputs, token_stats, with_kl
 
 
 class DualClipLoss:
@@ -51,8 +51,7 @@ class DualClipLoss:
         floor = self.delta * x.advantages  # [N, T] constant
         pg_objective = torch.where(negative, torch.maximum(ppo, floor), ppo)  # [N, T]
         kls = kl_terms(x)
-        kl_tok = get_kl_estimator(self.kl_estimator)(x.logp, x.ref_logp) if x.ref_logp is not None else None
-        objective_tok = pg_objective - self.beta * kl_tok if self.beta != 0 else pg_objective
+        objective_tok, kl_tok = with_kl(pg_objective, x, self.beta, self.kl_estimator)
         objective = aggregate(objective_tok, x.mask)
         with torch.no_grad():
             stats = token_stats(x, kl_tok, kls, ratio, clip_low=(ratio < 1 - self.epsilon) & negative,

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from grpo.algo.aggregation import aggregation as get_aggregation
 from grpo.algo.kl import KLEstimator, kl_estimator as get_kl_estimator
-from grpo.algo.loss import kl_terms, masked_inputs, token_stats
+from grpo.algo.loss import kl_terms, masked_inputs, token_stats, with_kl
 
 
 class GMPOLoss:
@@ -54,8 +54,7 @@ class GMPOLoss:
         geo_ratio = torch.exp((kept * x.mask).sum(dim=1) / row_len)  # [N] (prod_t rho_it)^(1/|o_i|), clipped
         pg_objective = (seq_adv * geo_ratio)[:, None].expand_as(x.logp)  # [N, T] the row's objective on each token
         kls = kl_terms(x)
-        kl_tok = get_kl_estimator(self.kl_estimator)(x.logp, x.ref_logp) if x.ref_logp is not None else None
-        objective_tok = pg_objective - self.beta * kl_tok if self.beta != 0 else pg_objective
+        objective_tok, kl_tok = with_kl(pg_objective, x, self.beta, self.kl_estimator)
         objective = aggregate(objective_tok, x.mask)
         with torch.no_grad():
             was_clipped = kept != log_ratio  # [N, T]

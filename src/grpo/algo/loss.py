@@ -75,6 +75,13 @@ def masked_inputs(logp, old_logp, ref_logp, advantages, mask, beta: float) -> Ma
     return MaskedInputs(logp32, old, ref, adv, is_real.float())
 
 
+def with_kl(pg_objective: Tensor, inputs: MaskedInputs, beta: float, kl_estimator: str | KLEstimator) -> tuple[Tensor, Tensor | None]:
+    """Every policy loss's KL term: (pg_objective - beta * D [N, T], D [N, T] or None without a reference),
+    D the chosen per-token estimator of KL(pi_theta || pi_ref)."""
+    kl_tok = get_kl_estimator(kl_estimator)(inputs.logp, inputs.ref_logp) if inputs.ref_logp is not None else None
+    return (pg_objective - beta * kl_tok if beta != 0 else pg_objective), kl_tok
+
+
 def kl_terms(inputs: MaskedInputs) -> dict[str, Tensor]:
     """Every estimator of KL_ESTIMATORS per token ([N, T] each; {} without a reference)."""
     if inputs.ref_logp is None:
@@ -169,8 +176,7 @@ def grpo_loss(
     pg_objective = torch.minimum(ratio * x.advantages, clipped_ratio * x.advantages)  # [N, T]
 
     kls = kl_terms(x)
-    kl_tok = kl_fn(x.logp, x.ref_logp) if x.ref_logp is not None else None  # [N, T]
-    objective_tok = pg_objective - beta * kl_tok if beta != 0 else pg_objective
+    objective_tok, kl_tok = with_kl(pg_objective, x, beta, kl_fn)  # [N, T]
     objective = aggregate(objective_tok, x.mask)
     loss = -objective
 

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from grpo.algo.aggregation import aggregation as get_aggregation
 from grpo.algo.kl import KLEstimator, kl_estimator as get_kl_estimator
-from grpo.algo.loss import RATIO_LEVELS, kl_terms, masked_inputs, token_stats
+from grpo.algo.loss import RATIO_LEVELS, kl_terms, masked_inputs, token_stats, with_kl
 
 
 def sapo_gate(ratio: Tensor, advantages: Tensor, tau_pos: float, tau_neg: float) -> Tensor:
@@ -53,8 +53,7 @@ class SAPOLoss:
         ratio = torch.exp(RATIO_LEVELS[self.ratio_level](x.logp - x.old_logp, x.mask))  # [N, T]
         pg_objective = sapo_gate(ratio, x.advantages, self.tau_pos, self.tau_neg) * x.advantages  # [N, T]
         kls = kl_terms(x)
-        kl_tok = get_kl_estimator(self.kl_estimator)(x.logp, x.ref_logp) if x.ref_logp is not None else None
-        objective_tok = pg_objective - self.beta * kl_tok if self.beta != 0 else pg_objective
+        objective_tok, kl_tok = with_kl(pg_objective, x, self.beta, self.kl_estimator)
         objective = aggregate(objective_tok, x.mask)
         with torch.no_grad():
             # no hard clip: the "clip" fractions count tokens whose gradient weight 4p(1-p) fell below one half
