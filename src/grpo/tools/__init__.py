@@ -1,0 +1,1 @@
+"""Tool use in rollouts: see grpo.tools.base for the contract."""
