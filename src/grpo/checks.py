@@ -100,6 +100,10 @@ def check_config(cfg: DictConfig) -> None:
     if OmegaConf.is_dict(reward) and "components" in reward and reward.get("_target_") != weighted:
         problems.append(f"reward.components is given, but reward {reward.get('_target_')} is a single reward without components; "
                         "choose a weighted one: reward=weighted (the verifier plus yours), reward=math or reward=gsm8k")
+    tools, share = cfg.get("tools"), cfg.task.get("tool_share", 0)
+    if share and not (OmegaConf.is_dict(tools) and tools.get("_target_")):  # the warm start writes calls nothing answers
+        problems.append(f"task.tool_share={share}: the warm start teaches the policy to call the calculator, but tools=none "
+                        "answers no call; use tools=calculator, or task.tool_share=0 for the same task without tools")
     if problems:
         raise ConfigError("Invalid settings:\n  - " + "\n  - ".join(problems))
 

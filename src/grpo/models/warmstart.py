@@ -15,16 +15,25 @@ from torch import Tensor
 from torch.utils.data import DataLoader, TensorDataset
 
 
-def encode_sft(tokenizer, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor, Tensor]:
+def encode_sft(tokenizer, pairs: list[tuple[str, str]], result_spans=None) -> tuple[Tensor, Tensor, Tensor]:
     """(prompt, completion) pairs -> input_ids, attention_mask, labels, each [N, L], right-padded.
 
     labels are -100 off the completion, so only the completion's tokens are learned.
 
     Prompt and completion are tokenized apart, so the completion's tokens are exactly what the
     policy emits after the prompt at rollout time; EOS closes each completion.
+
+    `result_spans` (a call format's: completion -> [start, end) character spans of tool results): each result
+    is tokenized apart, as the rollout engine appends it, and its tokens are context (labels -100): the warm
+    start learns to write the calls, never the tools' results. None: no tool results.
     """
     prompts = tokenizer([p for p, _ in pairs], add_special_tokens=False).input_ids
-    completions = tokenizer([c for _, c in pairs], add_special_tokens=False).input_ids
+    if result_spans is None:
+        completions = tokenizer([c for _, c in pairs], add_special_tokens=False).input_ids
+        learned = completions
+    else:
+        encoded = [_with_results(tokenizer, c, result_spans(c)) for _, c in pairs]
+        completions, learned = [ids for ids, _ in encoded], [labels for _, labels in encoded]
     rows = [p + c + [tokenizer.eos_token_id] for p, c in zip(prompts, completions)]
     width = max(map(len, rows))
     input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
@@ -33,8 +42,29 @@ def encode_sft(tokenizer, pairs: list[tuple[str, str]]) -> tuple[Tensor, Tensor,
     for i, (p, row) in enumerate(zip(prompts, rows)):
         input_ids[i, : len(row)] = torch.tensor(row)
         attention_mask[i, : len(row)] = 1
-        labels[i, len(p) : len(row)] = torch.tensor(row[len(p) :])
+        labels[i, len(p) : len(row)] = torch.tensor(learned[i] + [tokenizer.eos_token_id])
     return input_ids, attention_mask, labels
+
+
+def sft_tensors(tokenizer, task, n: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """`encode_sft` of `n` of the task's worked solutions; the results of tool calls in them (`task.call_format`)
+    masked out of the labels."""
+    call_format = getattr(task, "call_format", None)
+    return encode_sft(tokenizer, task.sft_examples(n, seed), call_format.result_spans if call_format is not None else None)
+
+
+def _with_results(tokenizer, completion: str, spans: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """(token ids, labels) of `completion`: the policy's text and each tool result tokenized apart, in order;
+    labels -100 on the results' tokens. `spans`: [start, end) of the results, ascending, not overlapping."""
+    ids, labels, at = [], [], 0
+    for start, end in [*spans, (len(completion), len(completion))]:
+        for text, learned in ((completion[at:start], True), (completion[start:end], False)):
+            if text:
+                piece = tokenizer(text, add_special_tokens=False).input_ids
+                ids += piece
+                labels += piece if learned else [-100] * len(piece)
+        at = end
+    return ids, labels
 
 
 class SFTModule(L.LightningModule):
@@ -67,7 +97,7 @@ def train_warm_start(model, tokenizer, task, *, steps: int, batch_size: int, lr:
     """Supervised training of `model` on `steps * batch_size` of the task's worked solutions, in place."""
     from lightning.pytorch.loggers import TensorBoardLogger
 
-    tensors = encode_sft(tokenizer, task.sft_examples(steps * batch_size, seed))
+    tensors = sft_tensors(tokenizer, task, steps * batch_size, seed)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(TensorDataset(*tensors), batch_size=batch_size, shuffle=True, generator=generator)
     from grpo.progress import StepProgressBar

@@ -34,6 +34,9 @@ class Task(ABC):
     """
 
     alphabet: str | None = None  # characters a char-level tokenizer must cover (None: any)
+    # how the worked solutions of `sft_examples` write tool calls (a grpo.tools.base.CallFormat): the warm start
+    # learns the calls but not the tools' results (their spans are masked); None: the solutions call no tool
+    call_format = None
 
     @abstractmethod
     def train_problems(self) -> list[Problem]:

@@ -82,7 +82,7 @@ class FormattedTask(Task):
 
     def __init__(self, task: Task, prompt):
         self.task, self.prompt = task, prompt
-        self.alphabet = task.alphabet
+        self.alphabet, self.call_format = task.alphabet, getattr(task, "call_format", None)
         self._original: dict[Problem, Problem] = {}
         self._rendered: dict[str, Problem] = {}
         self._splits: tuple[list[Problem], list[Problem]] | None = None
