@@ -159,3 +159,18 @@ def test_default_tasks_keep_their_alphabet():
 def test_bad_settings(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ArithmeticToolsTask(**kwargs)
+
+
+def test_tool_share_needs_tools(tmp_path):
+    from omegaconf import OmegaConf, open_dict
+
+    from grpo.checks import ConfigError, check_config
+    from grpo_testkit import compose_config
+
+    cfg = compose_config(["task=arithmetic_tools"], output_dir=tmp_path)  # tool_share=0.5, no tools
+    with pytest.raises(ConfigError, match=r"task.tool_share=0.5: .* use tools=calculator, or task.tool_share=0"):
+        check_config(cfg)
+    check_config(compose_config(["task=arithmetic_tools", "task.tool_share=0"], output_dir=tmp_path))  # the baseline
+    with open_dict(cfg):
+        cfg.tools = OmegaConf.create({"_target_": "grpo.tools.toolbox.Toolbox"})  # what tools=calculator gives
+    check_config(cfg)
