@@ -41,6 +41,8 @@ def extra_overrides(group: str, option: str, saved_model) -> list[str]:
         return [f"task.path={GSM8K_FIXTURE}"] + hf
     if (group, option) == ("task", "custom"):
         return ["task._target_=grpo.tasks.arithmetic.ArithmeticTask", "+task.train_size=200", "+task.heldout_size=20", "warmstart.steps=2"]
+    if (group, option) == ("task", "arithmetic_tools"):  # alone: the baseline without calls (with calls it needs tools=calculator)
+        return ["task.tool_share=0"]
     if (group, option) == ("prompt", "chat"):  # a tokenizer with a chat template: the demo parts' BPE one
         from grpo.models.demo_parts import write_demo_parts
 
