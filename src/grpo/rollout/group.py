@@ -187,7 +187,8 @@ class GroupRollout:
         texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
         correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
         rewards, step_rewards, step_end_mask, scores = self._score(group_problems, texts, out)
-        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
+        apart = {"outcome": torch.tensor(scores.outcome)} if scores.outcome is not None else {}  # process_min + a verifier
+        advantages = self.advantages(rewards, G, step_rewards, step_end_mask, **apart)  # [N] or [N, T]
         row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
         group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
         t_score = time.perf_counter() - t1
@@ -198,7 +199,9 @@ class GroupRollout:
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
         process = self.advantages.needs_step_rewards
         ended = (~out.truncated.cpu()).tolist()  # [N] the policy wrote EOS (else max_new_tokens cut it): rewards that take it see it
-        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended)
+        apart = process and getattr(self.advantages, "outcome_apart", False)  # the estimator takes the outcome as its own term
+        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended,
+                                                       outcome_apart=apart)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
         step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps,
@@ -206,4 +209,6 @@ class GroupRollout:
         rewards = torch.stack([
             step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
         ])
+        if scores.outcome is not None:  # the outcome term apart: in the logged reward too
+            rewards = rewards + torch.tensor(scores.outcome, dtype=rewards.dtype)
         return rewards, step_rewards, step_end_mask, scores
