@@ -42,6 +42,11 @@ class Completions:
     tool_errors: Tensor | None = None  # [B] long, of which the tool reported an error
     tool_seconds: Tensor | None = None  # [B] float, wall-clock seconds in tools
 
+    @property
+    def policy_mask(self) -> Tensor:
+        """[B, T] bool: the policy's own tokens (EOS included), tool results left out."""
+        return self.mask if self.tool_mask is None else self.mask & ~self.tool_mask
+
 
 def cache_kwarg(model) -> str:
     """Name of the KV-cache argument of `model.forward` (transformers 5 says `cache`, 4 `past_key_values`)."""

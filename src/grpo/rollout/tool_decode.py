@@ -147,3 +147,40 @@ def _pop(queued: dict[int, list[int]], row: int) -> int:
     if not tokens:
         del queued[row]
     return token
+
+
+RESULT_MARKS = ("⟦", "⟧")  # around tool results in the samples panel
+
+
+def marked_texts(tokenizer, out: Completions) -> list[str]:
+    """Each completion's transcript with its tool results wrapped in RESULT_MARKS (the samples panel), decoded run by
+    run (policy text, result, policy text, ...; special tokens skipped); plain decoded texts when sampled without tools."""
+    ids, mask = out.ids.cpu(), out.mask.cpu()
+    if out.tool_mask is None:
+        return tokenizer.batch_decode(ids, skip_special_tokens=True)
+    tool = out.tool_mask.cpu()
+    texts = []
+    for r in range(ids.shape[0]):
+        row, row_tool = ids[r, mask[r]].tolist(), tool[r, mask[r]].tolist()
+        runs, start = [], 0
+        for t in range(1, len(row) + 1):
+            if t == len(row) or row_tool[t] != row_tool[start]:
+                runs.append((row[start:t], row_tool[start]))
+                start = t
+        parts = tokenizer.batch_decode([part for part, _ in runs], skip_special_tokens=True) if runs else []
+        texts.append("".join(f"{RESULT_MARKS[0]}{p}{RESULT_MARKS[1]}" if is_tool else p for p, (_, is_tool) in zip(parts, runs)))
+    return texts
+
+
+def tool_stats(outs: list[Completions]) -> tuple[dict[str, float], dict[str, float]]:
+    """(rollout/tool/* statistics, perf/* timings) over every completion of `outs`; ({}, {}) when sampled without tools:
+    tool/calls_per_completion, tool/call_rate (share of completions with a call), tool/errors (per completion), and
+    tool_time_s (seconds in tools, summed over the completions)."""
+    if outs[0].tool_calls is None:
+        return {}, {}
+    calls = torch.cat([o.tool_calls for o in outs]).double()
+    errors = torch.cat([o.tool_errors for o in outs]).double()
+    seconds = torch.cat([o.tool_seconds for o in outs]).double()
+    stats = {"tool/calls_per_completion": calls.mean().item(), "tool/call_rate": (calls > 0).double().mean().item(),
+             "tool/errors": errors.mean().item()}
+    return stats, {"tool_time_s": seconds.sum().item()}
