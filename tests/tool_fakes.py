@@ -40,3 +40,15 @@ class CountTool:
         if not arguments:
             return "0", True
         return str(len(arguments)) * self.repeat, False
+
+
+class RankCountTool(CountTool):
+    """CountTool whose output is 1 + 2 x (the process's rank) times longer: ranks of a 2-process run get results
+    (and so completions) of different lengths."""
+
+    def __call__(self, arguments: str) -> tuple[str, bool]:
+        import torch.distributed as dist
+
+        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        self.repeat = 1 + 2 * rank
+        return super().__call__(arguments)
