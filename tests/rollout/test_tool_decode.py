@@ -186,3 +186,14 @@ def test_engine_samples_with_its_toolbox_and_without_one_as_before():
     assert without.ids.equal(plain.ids) and without.tool_mask is None
     with pytest.raises(ValueError, match="bind"):
         KVCacheEngine(tools=Toolbox([CountTool()], EchoFormat()))
+
+
+def test_rows_are_decoded_only_after_a_token_that_could_close_a_call(monkeypatch):
+    model, tok = tiny_lm(seed=1)
+    box = toolbox(tok)
+    asked = []
+    respond = box.respond
+    monkeypatch.setattr(box, "respond", lambda text, calls_made: asked.append(text) or respond(text, calls_made))
+    out, _ = run(model, tok, box)
+    assert asked and all(text.endswith("=") for text in asked)  # the toolbox sees only texts ending with a close
+    assert len(asked) >= int(out.tool_calls.sum())
