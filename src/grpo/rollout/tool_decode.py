@@ -28,10 +28,8 @@ from grpo.rollout.sampler import (COMPACT_FRACTION, Completions, _decode_mask, _
 
 
 def closing_table(toolbox, vocab_size: int, device) -> torch.Tensor:
-    """[V] bool: True for the tokens after which a row is decoded and the toolbox asked (cached on the toolbox)."""
-    ids = getattr(toolbox, "_closing_ids", None)
-    if ids is None:
-        ids = toolbox._closing_ids = toolbox.closing_token_ids()
+    """[V] bool: True for the tokens after which a row is decoded and the toolbox asked."""
+    ids = toolbox.closing_token_ids()
     table = torch.zeros(max(vocab_size, max(ids, default=-1) + 1), dtype=torch.bool)
     table[ids] = True
     return table.to(device)

@@ -41,11 +41,11 @@ class Toolbox:
             raise ValueError(f"tools.format ({type(format).__name__}) has no `close` text: the engine could never find a call")
         self.tools = {t.name: t for t in tools}
         self.format, self.max_calls, self.max_result_tokens = format, max_calls, max_result_tokens
-        self.tokenizer = None
+        self.tokenizer, self._closing_ids = None, None
 
     def bind(self, tokenizer) -> "Toolbox":
         """Use `tokenizer` (the policy's) to measure and encode results; the format is bound too if it asks."""
-        self.tokenizer = tokenizer
+        self.tokenizer, self._closing_ids = tokenizer, None
         if hasattr(self.format, "bind"):
             self.format.bind(tokenizer)
         return self
@@ -76,10 +76,13 @@ class Toolbox:
 
     def closing_token_ids(self) -> list[int]:
         """Ids of the tokens that could end `format.close` (their text ends with its last character, or is part of
-        a multi-byte character): only after one of these does the engine decode a row and ask `respond`."""
-        last = self.format.close[-1]
-        texts = self._tokenizer().batch_decode([[i] for i in range(len(self.tokenizer))])
-        return [i for i, t in enumerate(texts) if t.endswith(last) or t.endswith("\ufffd")]
+        a multi-byte character): only after one of these does the engine decode a row and ask `respond`. Worked out
+        once per tokenizer (one decode of each vocabulary entry)."""
+        if self._closing_ids is None:
+            last = self.format.close[-1]
+            texts = self._tokenizer().batch_decode([[i] for i in range(len(self.tokenizer))])
+            self._closing_ids = [i for i, t in enumerate(texts) if t.endswith(last) or t.endswith("\ufffd")]
+        return self._closing_ids
 
     def _fit(self, output: str) -> str:
         """`output`, cut (marked with ELLIPSIS) so that format.result(output) takes at most max_result_tokens tokens."""
