@@ -82,7 +82,7 @@ class GRPOModule(L.LightningModule):
         self._step_tokens = float(self.trainer.strategy.reduce(local_tokens, reduce_op="sum").sum())
         self.log_dict({f"rollout/{k}": v for k, v in rollout.stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self.log_dict({f"perf/{k}": v for k, v in rollout.timings.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
-        self._log_samples(rollout.samples, rollout.components)
+        self._log_samples(rollout.samples, rollout.components, rollout.shown)
         self._update_start = time.perf_counter()
 
     def training_step(self, batch, batch_idx):
@@ -204,13 +204,14 @@ class GRPOModule(L.LightningModule):
             self.rollout.reward.load_state_dict(checkpoint["reward_state"])
 
     # ---- sampled completions: TensorBoard's text panel, a wandb table
-    def _log_samples(self, samples, components=None) -> None:
-        """The first `log_samples` rows: prompt, completion, reward and each reward component's value (blank: abstained)."""
+    def _log_samples(self, samples, components=None, shown=None) -> None:
+        """The first `log_samples` rows: prompt, completion, reward and each reward component's value (blank: abstained).
+        shown: the completions as displayed (tool results marked, grpo.rollout.tool_decode.marked_texts); None: as sampled."""
         if not self.log_samples or not samples or not self.trainer.is_global_zero or self.logger is None:
             return
         names = list(components or {}) if len(components or {}) > 1 else []  # one component: its value is the reward
         columns = ["prompt", "completion", "reward", *names]
-        data = [[problem.prompt, completion, reward, *(components[n][i] for n in names)]
+        data = [[problem.prompt, shown[i] if shown else completion, reward, *(components[n][i] for n in names)]
                 for i, (problem, completion, reward) in enumerate(samples[: self.log_samples])]
         if hasattr(self.logger, "log_table"):  # WandbLogger (logger=wandb)
             self.logger.log_table("rollout/samples", columns=columns, data=data, step=self.global_step)

@@ -110,6 +110,7 @@ def build(cfg: DictConfig):
     # what the advantage estimator wants (step rewards or one per output) decides a learned reward's kind (PRM / ORM)
     reward_source = supervise(instantiate_clearly(cfg.reward), instantiate_clearly(cfg.advantage).needs_step_rewards)
     loss = instantiate_clearly(cfg.loss)
+    toolbox = instantiate_clearly(cfg.tools) if cfg.get("tools") and cfg.tools.get("_target_") else None  # tools=none: {}
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     if cfg.trainer.get("enable_progress_bar") is False:  # the user turned the bar off: ours too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
@@ -123,7 +124,8 @@ def build(cfg: DictConfig):
     if lora is not None:  # LoRA: adapters injected, the rest frozen; pi_ref = the policy with them off
         policy = lora.apply(policy)
     reward = reward_source.bind(task, policy=policy, tokenizer=tokenizer)
-    rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer)
+    tools = {"engine": engine_with_tools(cfg, toolbox, tokenizer)} if toolbox is not None else {}  # tools=none: as configured
+    rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer, **tools)
     module = instantiate_clearly(
         cfg.module,
         policy=policy,
@@ -137,6 +139,18 @@ def build(cfg: DictConfig):
     )
     trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
     return module, datamodule, trainer
+
+
+def engine_with_tools(cfg: DictConfig, toolbox, tokenizer):
+    """The `sampling` group's engine given the toolbox (tools=calculator|python) bound to the policy's tokenizer, so
+    rollouts, held-out evaluation and everything else sampled through the module's engine call tools."""
+    try:
+        return instantiate_clearly(cfg.sampling, tools=toolbox.bind(tokenizer))
+    except InstantiationException as err:
+        if isinstance(err.__cause__, TypeError) and "tools" in str(err.__cause__):
+            raise ConfigError(f"sampling._target_={cfg.sampling.get('_target_')} takes no toolbox: use sampling=kv_cache "
+                              "with tools=calculator|python, or tools=none") from None
+        raise
 
 
 def evaluate(trainer, module, datamodule) -> dict[str, float]:
@@ -190,7 +204,7 @@ def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
             logger.experiment.finish()
 
 
-CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "reward", "step_labels", "steps", "rm_schedule", "sampling", "strategy")
+CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "reward", "step_labels", "steps", "rm_schedule", "sampling", "tools", "strategy")
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

@@ -32,6 +32,7 @@ from grpo.rollout.gauge import gauged_name, rollout_gauge
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
 from grpo.rollout.steps import step_reward_tensors
+from grpo.rollout.tool_decode import marked_texts, tool_stats
 from grpo.tasks.base import verified
 
 INVALID_REWARD = ("error", "zero")
@@ -45,6 +46,7 @@ class Rollout:
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
     components: dict = field(default_factory=dict)  # per reward component: [N] its value, None where it abstained
     ended: list = field(default_factory=list)  # [N] per sample: True if the policy wrote EOS, False if cut by max_new_tokens
+    shown: list = field(default_factory=list)  # [N] completion texts as the samples panel shows them (tool results marked)
 
 
 @torch.no_grad()
@@ -132,8 +134,8 @@ class GroupRollout:
         in_loss = keep & ~out.truncated.cpu() if self.mask_truncated else keep  # [N] rows whose tokens enter the loss
         batch = RolloutBatch(
             input_ids=input_ids,
-            attention_mask=attention_mask,
-            completion_mask=out.mask & in_loss.to(device)[:, None],
+            attention_mask=attention_mask,  # tool results included: the policy sees them as context
+            completion_mask=out.policy_mask & in_loss.to(device)[:, None],  # tool results left out: context, not action
             advantages=advantages.to(device),
             old_logp=old_logp,
             ref_logp=ref_logp,
@@ -141,10 +143,10 @@ class GroupRollout:
         # the policy's behaviour over every completion drawn; the update's advantages over the rows it holds
         rewards = torch.cat([d.rewards for d in draws])
         correct = torch.cat([d.correct for d in draws])
-        lengths = torch.cat([d.out.mask.sum(-1).float().cpu() for d in draws])
+        lengths = torch.cat([d.out.policy_mask.sum(-1).float().cpu() for d in draws])  # the policy's tokens
         truncated = torch.cat([d.out.truncated.float().cpu() for d in draws])
         group_has_signal = torch.cat([d.group_has_signal for d in draws])
-        n_tokens = int(lengths.sum())
+        n_tokens = sum(int(d.out.mask.sum()) for d in draws)  # every token decoded, tool results included
         nonzero = advantages[advantages != 0]
         stats = {
             "reward_mean": rewards.mean().item(),
@@ -169,9 +171,13 @@ class GroupRollout:
         if self.invalid_reward == "zero":
             stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
+        tools, tool_timings = tool_stats([d.out for d in draws])  # rollout/tool/*, perf/tool_time_s (only with tools)
+        stats |= tools
+        timings |= tool_timings
         samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
         ended = [not t for d in draws for t in d.out.truncated.tolist()]  # in the samples' order
-        return Rollout(batch, stats, timings, samples, scores.components, ended)
+        shown = [t for d in draws for t in (marked_texts(self.tokenizer, d.out) if d.out.tool_mask is not None else d.texts)]
+        return Rollout(batch, stats, timings, samples, scores.components, ended, shown)
 
     def _draw(self, problems, device, generator) -> Draw:
         """One generation batch: G completions of each of `problems`, scored, with their advantages."""

@@ -36,6 +36,16 @@ class Completions:
     ids: Tensor  # [B, T] long, right-padded with pad_token_id
     mask: Tensor  # [B, T] bool, real completion tokens (EOS included)
     truncated: Tensor  # [B] bool, hit max_new_tokens without EOS
+    # tool use (grpo.rollout.tool_decode.sample_with_tools); all None when sampled without a toolbox
+    tool_mask: Tensor | None = None  # [B, T] bool, True on tool-result tokens (context, not the policy's action)
+    tool_calls: Tensor | None = None  # [B] long, calls that got a result
+    tool_errors: Tensor | None = None  # [B] long, of which the tool reported an error
+    tool_seconds: Tensor | None = None  # [B] float, wall-clock seconds in tools
+
+    @property
+    def policy_mask(self) -> Tensor:
+        """[B, T] bool: the policy's own tokens (EOS included), tool results left out."""
+        return self.mask if self.tool_mask is None else self.mask & ~self.tool_mask
 
 
 def cache_kwarg(model) -> str:
