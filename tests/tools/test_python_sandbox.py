@@ -158,3 +158,24 @@ def test_the_trainers_environment_and_files_are_not_visible(run, monkeypatch):
 def test_bad_limits_are_a_clear_error():
     with pytest.raises(ValueError, match=r"timeout_s=0 must be > 0 \(set it in conf/tools/python.yaml\)"):
         Python(timeout_s=0)
+
+
+def test_the_sandbox_dies_with_the_trainer(tmp_path):
+    """A trainer killed mid-call (SIGKILL: no cleanup runs) takes its sandbox process with it."""
+    import signal
+    import subprocess
+    import sys
+
+    trainer = subprocess.Popen([sys.executable, "-c", "from grpo.tools.python import Python\n"
+                                "Python(timeout_s=120, cpu_s=60)('import time\\ntime.sleep(120)')"],
+                               env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "TMPDIR": str(tmp_path)})
+    deadline = time.monotonic() + 30
+    while not (children := {p for p in sandbox_processes() if Path(f"/proc/{p}/stat").read_text().split()[3] == str(trainer.pid)}):
+        assert time.monotonic() < deadline and trainer.poll() is None, "the sandbox never started"
+        time.sleep(0.1)
+    trainer.send_signal(signal.SIGKILL)
+    trainer.wait()
+    deadline = time.monotonic() + 10
+    while children & sandbox_processes():
+        assert time.monotonic() < deadline, "the sandbox outlived its trainer"
+        time.sleep(0.1)
