@@ -2,28 +2,31 @@
 
 What each call gets:
 - a separate process (this interpreter, `python -I -u`: no user site, no PYTHON* variables, unbuffered), in a new
-  session, its code on stdin; a new network namespace with no interfaces (`unshare --net`) where the OS allows it
-  (probed once; as root on Linux it does);
+  session, its code on stdin, killed with the trainer (PR_SET_PDEATHSIG); a new network namespace with no interfaces
+  (`unshare --net`) where the OS allows it (probed once per process; as root on Linux it does);
 - a fresh temporary working directory (also its HOME and TMPDIR), removed afterwards, and an environment of a few
   fixed variables (PATH, LANG, HOME, TMPDIR, *_NUM_THREADS=1): nothing of the trainer's environment;
 - limits: `timeout_s` wall-clock seconds (then SIGKILL to the whole process group), `cpu_s` CPU seconds (RLIMIT_CPU),
   `memory_mb` of address space (RLIMIT_AS: an allocation past it is a MemoryError), `file_mb` per written file
   (RLIMIT_FSIZE), no core files, 64 open files, RLIMIT_NPROC = 0;
 - an audit hook (grpo.tools.sandbox_child), installed before the code runs, that refuses: fork / exec / spawn /
-  system / subprocess, signals to other processes, every socket call and the import of socket, ctypes, cffi,
-  _posixsubprocess and multiprocessing, raising resource limits, writing, removing, renaming, chmod-ing or creating
-  anything outside the working directory (and *at() calls with a dir_fd), reading or listing files outside the
-  working directory and the interpreter's own files; os.mknod / os.mkfifo (no audit event) are removed;
+  system / subprocess (and _posixsubprocess.fork_exec, which raises no event, is replaced), signals to other
+  processes, every socket call and the import of socket, _posixsubprocess, cffi and multiprocessing, every ctypes
+  call, raising resource limits, writing, removing, renaming, chmod-ing or creating anything outside the working
+  directory (and *at() calls with a dir_fd), reading or listing files outside the working directory and the
+  interpreter's own directories (its prefix and sys.path); os.mknod / os.mkfifo (no audit event) are removed;
 - its output (stdout and stderr together) read up to `max_output_chars`: past that the process is killed and the text
   truncated (the trainer never holds more than that in memory).
 
 What it does NOT stop. The hook runs inside the hostile process: a CPython audit hook is not a security boundary
-against a determined attacker (PEP 578 says so), and C code reached some other way (a native extension that is
-already installed, an interpreter bug) is not audited at all. We run as root, and root is exempt from RLIMIT_NPROC and
-file permissions: the fork and file rules are only the hook's. The code may still read what the interpreter's
-directories hold, use CPU and memory up to its limits, and fill the temporary directory (`file_mb` per file, for at
-most `timeout_s`). For untrusted code at scale, run the rollouts in a container or VM (gVisor, Firecracker, nsjail)
-and treat this as the inner fence. It is built for policy-written arithmetic and algebra (math, fractions, sympy).
+against a determined attacker (PEP 578 says so: code can reach interpreter internals, and C code, such as an
+installed native extension or an interpreter bug, is not audited at all). When the trainer runs as root (as on this
+project's machines), root is exempt from RLIMIT_NPROC and from file permissions, so the process and file rules are
+the hook's alone; only the network namespace, the resource limits, the process-group kill and the temporary folder
+are the kernel's. The code may read what the interpreter's directories hold, use CPU and memory up to its limits,
+and fill its temporary folder (`file_mb` per file, for at most `timeout_s`); a trainer killed with SIGKILL leaves that
+folder behind. For untrusted code at scale, run the rollouts in a container or VM (gVisor, Firecracker, nsjail) and
+treat this as the inner fence. It is built for policy-written arithmetic and algebra (math, fractions, sympy).
 """
 
 from __future__ import annotations
@@ -128,11 +131,13 @@ def _read_output(process: subprocess.Popen, limits: Limits) -> tuple[str, bool, 
     deadline = time.monotonic() + limits.timeout_s
     cap = 4 * limits.max_output_chars + 4
     fd, chunks, size = process.stdout.fileno(), [], 0
+    poller = select.poll()  # not select.select: a trainer may hold more than 1024 descriptors
+    poller.register(fd, select.POLLIN | select.POLLHUP | select.POLLERR)
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             return _decode(chunks), False, True
-        if not select.select([fd], [], [], remaining)[0]:
+        if not poller.poll(max(1, int(remaining * 1000))):
             continue
         data = os.read(fd, 65536)
         if not data:
