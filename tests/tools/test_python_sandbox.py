@@ -179,3 +179,20 @@ def test_the_sandbox_dies_with_the_trainer(tmp_path):
     while children & sandbox_processes():
         assert time.monotonic() < deadline, "the sandbox outlived its trainer"
         time.sleep(0.1)
+
+
+def test_a_trainer_holding_many_descriptors(run):
+    """The output pipe gets a descriptor number past 1024 (select.select's limit) when the trainer holds many."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < 1200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = [os.open(os.devnull, os.O_RDONLY) for _ in range(1100)]
+    try:
+        assert run("print(6 * 7)") == ("42\n", False)
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
