@@ -1,8 +1,8 @@
 """The child side of grpo.tools.sandbox: run as `python -I -u sandbox_child.py <workdir> <cpu_s> <memory_mb> <file_mb> <error_fd>`
 with the code on stdin. Not imported by the trainer; see grpo.tools.sandbox for what this does and does not stop.
 
-In order: read the code; ask to be killed with the parent (PR_SET_PDEATHSIG); set the resource limits (CPU seconds, address space, file size, no core files, few open files,
-no processes); remove the few file-creating calls that raise no audit event (os.mknod, os.mkfifo); install the audit
+In order: ask to be killed with the parent (PR_SET_PDEATHSIG); read the code; set the resource limits (CPU seconds,
+address space, file size, no core files, few open files, no processes); replace _posixsubprocess.fork_exec; remove the few file-creating calls that raise no audit event (os.mknod, os.mkfifo); install the audit
 hook (`guard`); run the code like a notebook cell (the value of a final bare expression is printed as its repr). A
 failure writes one short line (the last line of the traceback) to `error_fd` and exits with status 1.
 """
@@ -101,6 +101,12 @@ def short_error(err: BaseException, memory_mb: int) -> str:
 
 
 def main() -> None:
+    import ctypes  # imported here, before the hook (numpy and sympy import it); every ctypes.* event is refused
+
+    if sys.platform == "linux":  # killed with the trainer: PR_SET_PDEATHSIG (1) = SIGKILL when the parent goes
+        ctypes.CDLL(None).prctl(1, 9)
+        if os.getppid() == 1:  # it went before that
+            os._exit(1)
     workdir, cpu_s, memory_mb, file_mb, error_fd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
     code = sys.stdin.read()
     sys.stdin.close()
@@ -117,12 +123,6 @@ def main() -> None:
         for name in ("mknod", "mkfifo"):  # they create files anywhere and raise no audit event
             if hasattr(module, name):
                 delattr(module, name)
-    import ctypes  # imported here, before the hook (numpy and sympy import it); every ctypes.* event is refused
-
-    if sys.platform == "linux":  # killed with the trainer: PR_SET_PDEATHSIG (1) = SIGKILL when the parent goes
-        ctypes.CDLL(None).prctl(1, 9)
-        if os.getppid() == 1:  # it went before that
-            os._exit(1)
     import _posixsubprocess  # subprocess's fork+exec, which raises no audit event: replaced before anything imports it
 
     def refused(*args, **kwargs):
