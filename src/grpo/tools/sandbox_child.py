@@ -2,9 +2,10 @@
 with the code on stdin. Not imported by the trainer; see grpo.tools.sandbox for what this does and does not stop.
 
 In order: ask to be killed with the parent (PR_SET_PDEATHSIG); read the code; set the resource limits (CPU seconds,
-address space, file size, no core files, few open files, no processes); replace _posixsubprocess.fork_exec; remove the few file-creating calls that raise no audit event (os.mknod, os.mkfifo); install the audit
-hook (`guard`); run the code like a notebook cell (the value of a final bare expression is printed as its repr). A
-failure writes one short line (the last line of the traceback) to `error_fd` and exits with status 1.
+address space, file size, no core files, few open files, no processes); replace _posixsubprocess.fork_exec; remove
+the few file-creating calls that raise no audit event (os.mknod, os.mkfifo); install the audit hook (`guard`); run the
+code like a notebook cell (the value of a final bare expression is printed as its repr). A failure writes one short
+line (the last line of the traceback) to `error_fd` and exits with status 1.
 """
 
 import ast
@@ -45,7 +46,8 @@ def make_guard(workdir: str, readable: tuple):
     """The audit hook: refuses processes, signals, sockets, native code loading, raising limits, writes outside `workdir`
     and reads outside `readable` (the interpreter's own files and `workdir`)."""
     writable = (workdir,)
-    forbidden_events, forbidden_prefixes, forbidden_imports = frozenset(FORBIDDEN_EVENTS), FORBIDDEN_PREFIXES, frozenset(FORBIDDEN_IMPORTS)
+    forbidden_events, forbidden_imports = frozenset(FORBIDDEN_EVENTS), frozenset(FORBIDDEN_IMPORTS)
+    forbidden_prefixes = FORBIDDEN_PREFIXES
     mutating, listing, write_flags = dict(MUTATING), frozenset(LISTING), WRITE_FLAGS
     is_path, isdir = (lambda p: isinstance(p, (str, bytes, os.PathLike))), os.path.isdir
 
@@ -61,7 +63,7 @@ def make_guard(workdir: str, readable: tuple):
             path, mode, flags = args
             if not is_path(path):
                 return  # open(fd): wraps a descriptor that was itself opened through this check
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or (isinstance(flags, int) and flags & write_flags)
+            writing = isinstance(mode, str) and any(c in mode for c in "wax+") or isinstance(flags, int) and flags & write_flags
             if writing and not inside(path, writable):
                 refuse(f"writing {os.fsdecode(path)!r} (outside the working directory)")
             if not inside(path, writable) and (mode is None and isdir(path) or not inside(path, readable)):
@@ -72,7 +74,9 @@ def make_guard(workdir: str, readable: tuple):
                 if i < len(args) and args[i] not in (None, -1):
                     refuse(f"{event} with dir_fd")
             for i in paths:
-                if i < len(args) and not (is_path(args[i]) and inside(args[i], writable)) and not (event == "os.truncate" and isinstance(args[i], int)):
+                if i >= len(args) or (event == "os.truncate" and isinstance(args[i], int)):  # truncate(fd): opened for writing
+                    continue
+                if not (is_path(args[i]) and inside(args[i], writable)):
                     refuse(f"{event} of {args[i]!r} (outside the working directory)")
         elif event in listing and args and is_path(args[0]) and not inside(args[0], readable + writable):
             refuse(f"listing {os.fsdecode(args[0])!r}")
@@ -107,11 +111,12 @@ def main() -> None:
         ctypes.CDLL(None).prctl(1, 9)
         if os.getppid() == 1:  # it went before that
             os._exit(1)
-    workdir, cpu_s, memory_mb, file_mb, error_fd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    workdir, (cpu_s, memory_mb, file_mb, error_fd) = sys.argv[1], map(int, sys.argv[2:6])
     code = sys.stdin.read()
     sys.stdin.close()
     error_out = os.fdopen(error_fd, "w")
-    readable = tuple(sorted({os.path.realpath(p) for p in (*sys.path, sys.prefix, sys.base_prefix, sys.exec_prefix) if p and os.path.exists(p)}
+    interpreter = (*sys.path, sys.prefix, sys.base_prefix, sys.exec_prefix)
+    readable = tuple(sorted({os.path.realpath(p) for p in interpreter if p and os.path.exists(p)}
                             | {"/dev/null", "/dev/zero", "/dev/urandom", "/usr/share/zoneinfo"}))
     resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))  # SIGXCPU at cpu_s, SIGKILL a second later
     resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
