@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 import grpo.quiet  # noqa: F401  (third-party tips and deprecation warnings)
 from grpo.checks import ConfigError, check_checkpoint, check_config
 from grpo.rewards.base import supervise
-from grpo.tasks.prompts import FormattedTask
+from grpo.tasks.prompts import FormattedTask, tool_schemas
 from grpo.strategies.weights import export_pretrained
 
 log = logging.getLogger(__name__)
@@ -82,9 +82,11 @@ def warm_start_key(cfg: DictConfig) -> str:
     return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt)
 
 
-def formatted_task(task, prompt, source):
-    """The task as the policy sees it: its problems rendered by the prompt format, bound to the source's tokenizer."""
-    return FormattedTask(task, prompt.bind(source.tokenizer(task)))
+def formatted_task(task, prompt, source, toolbox=None):
+    """The task as the policy sees it: its problems rendered by the prompt format, bound to the source's tokenizer
+    (with the tools' schemas, when their calls use the chat template's own format: grpo.tasks.prompts.tool_schemas)."""
+    schemas, tokenizer = tool_schemas(toolbox), source.tokenizer(task)
+    return FormattedTask(task, prompt.bind(tokenizer, tools=schemas) if schemas else prompt.bind(tokenizer))
 
 
 def load_policy(cfg: DictConfig):
