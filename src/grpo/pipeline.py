@@ -78,8 +78,11 @@ def instantiate_task(node):
 
 
 def warm_start_key(cfg: DictConfig) -> str:
-    """What a warm start learns from (the task's settings and the prompt format): part of its cache key."""
-    return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt)
+    """What a warm start learns from (the task's settings, the prompt format and, when set, the tools: they change the
+    chat prompt's tool list and the worked solutions' calls): part of its cache key. tools=none adds nothing, so the
+    keys of runs without tools are what they were."""
+    tools = OmegaConf.to_yaml(cfg.tools) if cfg.get("tools") and cfg.tools.get("_target_") else ""
+    return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt) + tools
 
 
 def formatted_task(task, prompt, source, toolbox=None):
@@ -89,11 +92,16 @@ def formatted_task(task, prompt, source, toolbox=None):
     return FormattedTask(task, prompt.bind(tokenizer, tools=schemas) if schemas else prompt.bind(tokenizer))
 
 
+def instantiate_toolbox(cfg: DictConfig):
+    """The `tools` group's Toolbox, or None for tools=none (an empty node)."""
+    return instantiate_clearly(cfg.tools) if cfg.get("tools") and cfg.tools.get("_target_") else None
+
+
 def load_policy(cfg: DictConfig):
     """(task as the policy sees it, policy, tokenizer) as `build` gets them, the same warm-start cache entry
     included: for scripts that need the policy without the training module (scripts/mc_labels.py, bench.py)."""
     source = instantiate_clearly(cfg.model)
-    task = formatted_task(instantiate_task(cfg.task), instantiate_clearly(cfg.prompt), source)
+    task = formatted_task(instantiate_task(cfg.task), instantiate_clearly(cfg.prompt), source, instantiate_toolbox(cfg))
     policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
     return task, policy, tokenizer
 
@@ -112,14 +120,14 @@ def build(cfg: DictConfig):
     # what the advantage estimator wants (step rewards or one per output) decides a learned reward's kind (PRM / ORM)
     reward_source = supervise(instantiate_clearly(cfg.reward), instantiate_clearly(cfg.advantage).needs_step_rewards)
     loss = instantiate_clearly(cfg.loss)
-    toolbox = instantiate_clearly(cfg.tools) if cfg.get("tools") and cfg.tools.get("_target_") else None  # tools=none: {}
+    toolbox = instantiate_toolbox(cfg)
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     if cfg.trainer.get("enable_progress_bar") is False:  # the user turned the bar off: ours too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.rm_schedule.get("_target_"):  # static: nothing; iterative: Algorithm 1's outer loop, a Callback
         callbacks.append(instantiate_clearly(cfg.rm_schedule))
     source = instantiate_clearly(cfg.model)
-    task = formatted_task(task, prompt, source)  # the problems as the policy sees them
+    task = formatted_task(task, prompt, source, toolbox)  # the problems as the policy sees them (chat: the tools listed)
     datamodule = instantiate_clearly(cfg.data, task=task)
     policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
     lora = instantiate_clearly(cfg.adapter) if cfg.get("adapter") and cfg.adapter.get("_target_") else None

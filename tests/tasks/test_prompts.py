@@ -63,9 +63,7 @@ def test_formatted_task_renders_problems_and_warm_start_prompts_and_checks_with_
     assert formatted.alphabet == task.alphabet and formatted.num_ops_max == 1  # the task's own attributes
 
 
-class Toolbox:  # the two attributes tool_schemas reads (grpo.tools.toolbox.Toolbox has them)
-    def __init__(self, tools, format):
-        self.tools, self.format = tools, format
+from grpo.tools.toolbox import Toolbox  # noqa: E402  (the real one: a stand-in once hid that it keeps {name: tool})
 
 
 def test_chat_prompt_lists_the_tools_when_their_calls_use_the_templates_format(chat_tokenizer):

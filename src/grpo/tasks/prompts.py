@@ -26,12 +26,13 @@ def tool_schemas(toolbox) -> list[dict] | None:
 
     if toolbox is None or not isinstance(toolbox.format, ChatFormat):
         return None
-    missing = [getattr(tool, "name", repr(tool)) for tool in toolbox.tools if not isinstance(getattr(tool, "schema", None), dict)]
+    tools = list(toolbox.tools.values())  # Toolbox.tools: {name: tool}
+    missing = [getattr(tool, "name", repr(tool)) for tool in tools if not isinstance(getattr(tool, "schema", None), dict)]
     if missing:
         raise ValueError(f"tools.format=chat lists every tool in the chat template, and {missing} have no `schema`: give the "
                          "tool class a `schema` property returning {'type': 'function', 'function': {'name': ..., "
                          "'description': ..., 'parameters': {...JSON schema...}}}")
-    return [tool.schema for tool in toolbox.tools]
+    return [tool.schema for tool in tools]
 
 
 def conversation(problem: Problem) -> list[dict]:
