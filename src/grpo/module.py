@@ -20,6 +20,7 @@ import torch
 from torchmetrics import MeanMetric
 
 from grpo.algo.aggregation import token_normaliser
+from grpo.algo.rollout_correction import mismatch_stats
 from grpo.data.minibatches import group_rows
 from grpo.metrics import maj_at_k, pass_at_k, total_grad_norm
 from grpo.models.adapters import AdapterFree, fold_adapters
@@ -103,6 +104,8 @@ class GRPOModule(L.LightningModule):
                                 num_tokens=num_tokens, **extra)
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
+        if minibatch["old_logp"] is None and minibatch["sampler_logp"] is not None:  # the single on-policy update: logp is pi_old's
+            self._log_mismatch(logp.detach(), minibatch["sampler_logp"], minibatch["attention_mask"][:, -mask.shape[1]:])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
         # token statistics are measurements only where tokens enter the loss. Every rank logs the same keys (their
         # epoch-end sync is a collective): all of them when any rank's update has tokens, weighted 0 where it has none
@@ -111,6 +114,14 @@ class GRPOModule(L.LightningModule):
             self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,
                           batch_size=rows if has_tokens else 0)
         return loss
+
+    def _log_mismatch(self, trainer_logp, sampler_logp, completion_tokens) -> None:
+        """rollout/mismatch/* of the update's completion tokens (grpo.algo.rollout_correction.mismatch_stats), as the
+        rollout logs them when it computes the trainer's log pi_old itself."""
+        n_tokens = int(completion_tokens.sum())
+        stats = mismatch_stats(trainer_logp, sampler_logp, completion_tokens)
+        self.log_dict({f"rollout/mismatch/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,
+                      batch_size=max(n_tokens, 1))
 
     def on_before_optimizer_step(self, optimizer) -> None:
         norm = total_grad_norm(self.policy.parameters())  # the full model's, also with sharded (FSDP2) gradients

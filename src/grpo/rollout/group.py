@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from grpo.algo.rollout_correction import NoCorrection, mismatch_stats
 from grpo.models.adapters import reference_model
 from grpo.rewards.combine import Scores, WeightedRewards
 from grpo.rollout.batch import RolloutBatch
@@ -35,6 +36,7 @@ from grpo.rollout.steps import step_reward_tensors
 from grpo.tasks.base import verified
 
 INVALID_REWARD = ("error", "zero")
+OLD_LOGP_FROM = ("trainer", "sampler")  # grpo.old_logp_from: where log pi_old comes from
 
 
 @dataclass
@@ -72,13 +74,28 @@ class GroupRollout:
         group's reward mean and std, so the other completions' advantages are as without it.
     invalid_reward: "error" stops the run at a NaN/inf/non-numeric reward; "zero" counts it as 0.
     logprob_chunk: rows per forward pass when computing old/reference log-probs.
+    correction: the sampler-trainer mismatch correction (grpo.algo.rollout_correction; rollout_correction=none |
+        tis | mis). tis / mis need the trainer's log pi_old, so it is computed even for a single update.
+    old_logp_from: "trainer" (log pi_old recomputed by the policy, when the step has more than one update or a
+        correction needs it) or "sampler" (the engine's log-probs are log pi_old in every update, also the
+        single one of mu = 1: no old-policy forward pass, and the clipped ratio is pi_theta / pi_sampler,
+        verl's bypass mode). The mismatch (rollout/mismatch/*) is logged whenever the trainer's log pi_old
+        and the engine's both exist (here, or at the single update in GRPOModule.training_step).
     """
 
     def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
                  skip_zero_spread: bool = True, mask_truncated: bool = False, invalid_reward: str = "error",
-                 logprob_chunk: int = 256):
+                 logprob_chunk: int = 256, correction=None, old_logp_from: str = "trainer"):
         if invalid_reward not in INVALID_REWARD:
             raise ValueError(f"rollout.invalid_reward={invalid_reward!r}: choose one of {INVALID_REWARD}")
+        self.correction = NoCorrection() if correction is None else correction
+        if old_logp_from not in OLD_LOGP_FROM:
+            raise ValueError(f"grpo.old_logp_from={old_logp_from!r}: choose one of {OLD_LOGP_FROM}")
+        if old_logp_from == "sampler" and self.correction.needs_old_logp:
+            raise ValueError("grpo.old_logp_from=sampler makes the sampler's log-probs pi_old: the clipped ratio "
+                             "pi_theta / pi_sampler is then the correction (verl's bypass mode) and there is no trainer "
+                             "pi_old to weigh against; use rollout_correction=none, or grpo.old_logp_from=trainer")
+        self.old_logp_from = old_logp_from
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
@@ -120,7 +137,13 @@ class GroupRollout:
         attention_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), out.mask.long()], dim=1)
         T = out.ids.shape[1]
         old_logp = ref_logp = None
-        if need_old_logp:
+        sampler_logp = out.logp  # [N, T] or None (an engine that gives no log-probs)
+        if sampler_logp is None and (self.old_logp_from == "sampler" or self.correction.needs_old_logp):
+            raise ValueError(f"the rollout engine ({type(self.engine).__name__}) returns no log-probs (Completions.logp): "
+                             "grpo.old_logp_from=sampler and rollout_correction=tis|mis need them")
+        if self.old_logp_from == "sampler":
+            old_logp = sampler_logp
+        elif need_old_logp or self.correction.needs_old_logp:
             with evaluating(policy):
                 old_logp = batched_logprobs(policy, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
         if reference is not None:
@@ -130,13 +153,19 @@ class GroupRollout:
 
         device = input_ids.device
         in_loss = keep & ~out.truncated.cpu() if self.mask_truncated else keep  # [N] rows whose tokens enter the loss
+        completion_mask, update_advantages, mismatch = out.mask & in_loss.to(device)[:, None], advantages.to(device), {}
+        if sampler_logp is not None and old_logp is not None and self.old_logp_from == "trainer":
+            mismatch = mismatch_stats(old_logp, sampler_logp, out.mask)  # every completion token, in the loss or not
+            update_advantages, completion_mask, corrected = self.correction(update_advantages, completion_mask, old_logp, sampler_logp)
+            mismatch |= corrected
         batch = RolloutBatch(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            completion_mask=out.mask & in_loss.to(device)[:, None],
-            advantages=advantages.to(device),
+            completion_mask=completion_mask,
+            advantages=update_advantages,
             old_logp=old_logp,
             ref_logp=ref_logp,
+            sampler_logp=sampler_logp,
         )
         # the policy's behaviour over every completion drawn; the update's advantages over the rows it holds
         rewards = torch.cat([d.rewards for d in draws])
@@ -157,6 +186,7 @@ class GroupRollout:
             "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
             "groups_updated": float(int(keep.view(-1, G)[:, 0].sum())),  # groups whose rows enter the loss
         }
+        stats |= {f"mismatch/{name}": value for name, value in mismatch.items()}  # rollout/mismatch/*
         if refill is not None:
             stats["gen_batches"] = float(len(draws))  # generation batches drawn this step (1 + extra)
             stats["groups_kept"] = float(int(keep_groups.sum()))  # informative groups the update holds (at most refill.groups)
