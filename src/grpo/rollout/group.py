@@ -217,12 +217,20 @@ class GroupRollout:
         texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
         correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
         rewards, step_rewards, step_end_mask, scores = self._score(group_problems, texts, out)
-        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
+        extra = {"components": self._components(scores)} if getattr(self.advantages, "needs_components", False) else {}
+        advantages = self.advantages(rewards, G, step_rewards, step_end_mask, **extra)  # [N] or [N, T]
         row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
         group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
         t_score = time.perf_counter() - t1
         return Draw(group_problems, texts, prompt_ids, prompt_mask, out, rewards, correct, advantages, group_has_signal,
                     scores, t_gen, t_score)
+
+    def _components(self, scores: Scores) -> dict[str, tuple[float, Tensor]]:
+        """For an estimator that normalises each reward component on its own (`needs_components`, e.g. supervision=gdpo):
+        {name: (its weight, its values [N], NaN where it abstained)}."""
+        weights = {name: c.weight for name, c in WeightedRewards.of(self.reward).components.items()}
+        return {name: (weights[name], torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float64))
+                for name, values in scores.components.items()}
 
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
