@@ -47,6 +47,7 @@ class Rollout:
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
     components: dict = field(default_factory=dict)  # per reward component: [N] its value, None where it abstained
     ended: list = field(default_factory=list)  # [N] per sample: True if the policy wrote EOS, False if cut by max_new_tokens
+    correct: Tensor | None = None  # [rows drawn] 0/1 the task's verifier, in the samples' order (the first draw's rows first)
 
 
 @torch.no_grad()
@@ -201,7 +202,7 @@ class GroupRollout:
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
         samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
         ended = [not t for d in draws for t in d.out.truncated.tolist()]  # in the samples' order
-        return Rollout(batch, stats, timings, samples, scores.components, ended)
+        return Rollout(batch, stats, timings, samples, scores.components, ended, correct=correct)
 
     def _draw(self, problems, device, generator) -> Draw:
         """One generation batch: G completions of each of `problems`, scored, with their advantages."""
