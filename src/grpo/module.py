@@ -118,7 +118,8 @@ class GRPOModule(L.LightningModule):
                                 num_tokens=num_tokens, **extra)
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
-        if minibatch["old_logp"] is None and minibatch["sampler_logp"] is not None:  # the single on-policy update: logp is pi_old's
+        if batch.update == 0 and minibatch["sampler_logp"] is not None and "mismatch/ratio_mean" not in self.last_rollout.stats:
+            # the step's first update, before any optimizer step: logp is the trainer's pi_old (its rows only, with mini-batches)
             self._log_mismatch(logp.detach(), minibatch["sampler_logp"], minibatch["attention_mask"][:, -mask.shape[1]:])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
         # token statistics are measurements only where tokens enter the loss. Every rank logs the same keys (their

@@ -122,3 +122,17 @@ def test_the_settings_reach_the_rollout(tmp_path, lm, problems):
     with pytest.raises(ValueError, match=r"old_logp_from=sampler"):
         instantiate_clearly(cfg.rollout, reward=DigitReward(), task=TASK, tokenizer=lm[1])
     assert instantiate(cfg.rollout_correction).cap == 1.5
+
+
+def test_a_bypass_run_logs_the_mismatch_at_its_first_update(base_overrides, tmp_path):
+    """grpo.old_logp_from=sampler, mu = 2 with 2 mini-batches: no trainer pi_old pass, so the mismatch is measured at the
+    step's first update (its mini-batch's rows), float32 on CPU: ~0."""
+    from grpo.pipeline import run as run_training
+    from grpo_testkit import read_scalars
+
+    cfg = compose_config(base_overrides + ["grpo.old_logp_from=sampler", "grpo.mu=2", "grpo.minibatch_prompts=2",
+                                           "eval.every_n_steps=100"], output_dir=tmp_path)
+    run_training(cfg)
+    scalars = read_scalars(tmp_path / "tb")
+    assert [v for _, v in scalars["rollout/mismatch/ratio_mean"]] == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert [v for _, v in scalars["rollout/mismatch/outside_frac"]] == [0.0, 0.0]

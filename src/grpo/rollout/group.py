@@ -80,8 +80,9 @@ class GroupRollout:
     old_logp_from: "trainer" (log pi_old recomputed by the policy, when the step has more than one update or a
         correction needs it) or "sampler" (the engine's log-probs are log pi_old in every update, also the
         single one of mu = 1: no old-policy forward pass, and the clipped ratio is pi_theta / pi_sampler,
-        verl's bypass mode). The mismatch (rollout/mismatch/*) is logged whenever the trainer's log pi_old
-        and the engine's both exist (here, or at the single update in GRPOModule.training_step).
+        verl's bypass mode). The mismatch (rollout/mismatch/*) is logged every step the engine gives log-probs:
+        here when the trainer's log pi_old is computed, else at the step's first update (GRPOModule.training_step,
+        before any optimizer step: over that update's rows).
     """
 
     def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
