@@ -214,7 +214,7 @@ def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
             logger.experiment.finish()
 
 
-CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "reward", "step_labels", "steps", "rm_schedule", "sampling", "tools", "strategy")
+CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "rollout_correction", "reward", "step_labels", "steps", "rm_schedule", "sampling", "tools", "strategy")
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

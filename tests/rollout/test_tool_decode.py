@@ -197,3 +197,21 @@ def test_rows_are_decoded_only_after_a_token_that_could_close_a_call(monkeypatch
     out, _ = run(model, tok, box)
     assert asked and all(text.endswith("=") for text in asked)  # the toolbox sees only texts ending with a close
     assert len(asked) >= int(out.tool_calls.sum())
+
+
+def test_sampler_logprobs_are_the_trainers_on_policy_tokens_and_0_on_tool_tokens():
+    """Completions.logp with tools (rollout_correction, grpo.old_logp_from=sampler): each policy token's log-prob as the
+    trainer computes it over the whole transcript (float32: equal to ~1e-5), 0 on tool-result tokens and padding."""
+    from grpo.rollout.logprobs import completion_logprobs
+
+    model, tok = tiny_lm(seed=1)
+    out, _ = run(model, tok, toolbox(tok))
+    assert out.tool_mask.any() and out.logp is not None
+    enc = tok(PROMPTS, padding=True, return_tensors="pt", add_special_tokens=False)
+    G = out.ids.shape[0] // len(PROMPTS)
+    ids = torch.cat([enc.input_ids.repeat_interleave(G, 0), out.ids], 1)
+    mask = torch.cat([enc.attention_mask.repeat_interleave(G, 0), out.mask.long()], 1)
+    trainer, _ = completion_logprobs(model, ids, mask, out.ids.shape[1])
+    policy = out.policy_mask
+    torch.testing.assert_close(out.logp[policy], trainer[policy], atol=1e-4, rtol=0)
+    assert (out.logp[~policy] == 0).all()

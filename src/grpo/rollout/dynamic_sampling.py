@@ -75,7 +75,7 @@ def merge_groups(draws: list[Draw], chosen: list[tuple[int, int, bool]], G: int,
     advantages [K*G] or [K*G, T] (0 on padding) and informative [K] bool, K = len(chosen)."""
     P = max(d.prompt_ids.shape[1] for d in draws)
     T = max(d.out.ids.shape[1] for d in draws)
-    prompts, prompt_masks, ids, masks, truncated, advantages, rows_taken = [], [], [], [], [], [], []
+    prompts, prompt_masks, ids, masks, truncated, advantages, logps, rows_taken = [], [], [], [], [], [], [], []
     for k, g, _ in chosen:
         d, rows = draws[k], slice(g * G, (g + 1) * G)
         prompts.append(_pad_to(d.prompt_ids[g : g + 1], P, pad_token_id, left=True))
@@ -84,8 +84,11 @@ def merge_groups(draws: list[Draw], chosen: list[tuple[int, int, bool]], G: int,
         masks.append(_pad_to(d.out.mask[rows], T, False))
         truncated.append(d.out.truncated[rows])
         rows_taken.append((d.out, rows))
+        logps.append(None if d.out.logp is None else _pad_to(d.out.logp[rows], T, 0.0))
         adv = d.advantages[rows]
         advantages.append(_pad_to(adv, T, 0.0) if adv.dim() == 2 else adv)
-    out = Completions(ids=torch.cat(ids), mask=torch.cat(masks), truncated=torch.cat(truncated), **_tool_fields(rows_taken, T))
+    logp = None if any(x is None for x in logps) else torch.cat(logps)  # the sampler's log-probs, if the engine gave them
+    out = Completions(ids=torch.cat(ids), mask=torch.cat(masks), truncated=torch.cat(truncated), logp=logp,
+                      **_tool_fields(rows_taken, T))
     informative = torch.tensor([c[2] for c in chosen], dtype=torch.bool)
     return torch.cat(prompts), torch.cat(prompt_masks), out, torch.cat(advantages), informative

@@ -23,7 +23,7 @@ import torch
 
 from grpo.models.capabilities import position_ids_from_mask
 from grpo.rollout import fast_decode
-from grpo.rollout.sampler import (COMPACT_FRACTION, Completions, _decode_mask, _next_token, cache_kwarg, generator_on,
+from grpo.rollout.sampler import (COMPACT_FRACTION, Completions, _decode_mask, _next_token, cache_kwarg, generator_on, token_logp,
                                   row_uniforms)
 
 
@@ -53,6 +53,7 @@ def sample_with_tools(
     cache_arg = cache_kwarg(model)
     out_ids = torch.full((batch, width), pad_token_id, dtype=torch.long, device=device)
     tool_mask = torch.zeros(batch, width, dtype=torch.bool, device=device)
+    out_logp = torch.zeros(batch, width, dtype=torch.float32, device=device)  # the sampler's log-probs; 0 on tool tokens
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     policy_tokens = torch.zeros(batch, dtype=torch.long, device=device)  # [B] the policy's tokens so far
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
@@ -85,6 +86,7 @@ def sample_with_tools(
             token[at] = torch.tensor([_pop(queued, alive_rows[i]) for i in at], dtype=token.dtype, device=device)
         out_ids[alive, step] = token.masked_fill(stopped, pad_token_id)
         tool_mask[alive, step] = forced
+        out_logp[alive, step] = token_logp(logits, token, temperature).masked_fill(forced | stopped, 0.0)
         lengths[alive] += (~stopped).long()
         policy = ~forced & ~stopped
         policy_tokens[alive] += policy.long()
@@ -118,7 +120,7 @@ def sample_with_tools(
     mask = torch.arange(width, device=device)[None, :] < lengths[:, None]
     used = int(lengths.max()) if batch else 0
     return Completions(
-        ids=out_ids[:, :used], mask=mask[:, :used], truncated=~finished, tool_mask=tool_mask[:, :used],
+        ids=out_ids[:, :used], mask=mask[:, :used], truncated=~finished, tool_mask=tool_mask[:, :used], logp=out_logp[:, :used],
         tool_calls=torch.tensor(calls, dtype=torch.long), tool_errors=torch.tensor(errors, dtype=torch.long),
         tool_seconds=torch.tensor(seconds, dtype=torch.float64),
     )
