@@ -3,6 +3,7 @@
     python scripts/results.py outputs/multirun/<time> [more sweeps...] [--out results.png]
     python scripts/results.py <sweeps...> --compare "supervision=outcome" "supervision=process" [--at-step 50]
     python scripts/results.py <sweep> --seeds seed model.seed     # pool warm starts too; split the spread between them
+    python scripts/results.py <sweep> --baseline variant=grpo      # every cell against one: the variant comparison
 
 A cell is the jobs whose Hydra overrides are equal once `seed` (or every key given to --seeds) is left out; overrides shared by every
 job are printed once above the table. Each cell shows, over its seeds, the mean ± std of the held-out
@@ -25,6 +26,7 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 Series = dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
+WALL = "wall:train/loss"  # (step, wall-clock time) of each logged GRPO step's loss
 
 
 def read_job(job_dir: Path, seed_keys=("seed",)) -> tuple[list[str], Series] | None:
@@ -40,6 +42,8 @@ def read_job(job_dir: Path, seed_keys=("seed",)) -> tuple[list[str], Series] | N
     events.Reload()
     series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
     series |= {f"seed:{o.split('=', 1)[0]}": [(0, o.split("=", 1)[1])] for o in everything if is_seed(o)}
+    if "train/loss" in events.Tags()["scalars"]:  # when each GRPO step's loss was logged: seconds per step
+        series[WALL] = [(e.step, e.wall_time) for e in events.Scalars("train/loss")]
     return overrides, series
 
 
@@ -148,6 +152,55 @@ def variance_split(runs: list[Series], key: str, metric: str = "val/accuracy") -
             f"std {100 * between ** 0.5:.1f} points; within: std {100 * within ** 0.5:.1f}); means per {key}: {means}")
 
 
+def seconds_per_step(run: Series) -> float | None:
+    """Median wall-clock seconds between consecutive logged GRPO steps (evaluation pauses do not move a median)."""
+    wall = run.get(WALL, [])
+    gaps = [(t1 - t0) / (s1 - s0) for (s0, t0), (s1, t1) in zip(wall, wall[1:]) if s1 > s0]
+    return statistics.median(gaps) if gaps else None
+
+
+def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 50) -> str:
+    """A Markdown table of every cell against `baseline`: final greedy accuracy with the exact permutation test's p,
+    greedy at evaluation `step` with its p, final pass@k / maj@k, the policy entropy at the last step, seconds per
+    GRPO step (median; comparable only between runs on the same machine under the same load)."""
+    if baseline not in cells:
+        raise SystemExit(f"No cell named {baseline!r}; the cells are: {sorted(cells)}")
+    metric = "val/accuracy"
+    extra = [t for t in held_out_metrics(cells) if t != metric]
+
+    def at(run: Series, tag: str, when: int | None):
+        curve = dict(run.get(tag, []))
+        if not curve:
+            return None
+        return curve[max(curve)] if when is None else curve.get(when)
+
+    def values(name: str, tag: str, when: int | None) -> list[float]:
+        return [v for run in cells[name] if (v := at(run, tag, when)) is not None]
+
+    def p_value(name: str, when: int | None) -> str:
+        if name == baseline:
+            return "-"
+        a, b = values(name, metric, when), values(baseline, metric, when)
+        return f"{permutation_test(a, b)[1]:.3f}" if a and b else "-"
+
+    header = ["setting", "seeds", "greedy after", "p", f"greedy at {step}", "p", *[f"{t.split('/')[-1]} after" for t in extra],
+              "entropy at end", "s / step"]
+    rows = []
+    for name in [baseline] + sorted(set(cells) - {baseline}):
+        entropy = values(name, "train/entropy", None)
+        times = [t for run in cells[name] if (t := seconds_per_step(run)) is not None]
+        rows.append([name, str(len(cells[name])), fmt(values(name, metric, None), with_range=True), p_value(name, None),
+                     fmt(values(name, metric, step)), p_value(name, step), *[fmt(values(name, t, None)) for t in extra],
+                     f"{statistics.mean(entropy):.3f}" if entropy else "-",
+                     f"{statistics.mean(times):.2f}" if times else "-"])
+    widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
+    lines = [f"against [{baseline}] (p: exact permutation test of the mean greedy accuracy over seeds)",
+             "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+             "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy") -> None:
     try:
         import matplotlib
@@ -186,6 +239,9 @@ def main() -> None:
                              "each key's share of the spread of final accuracy is printed per cell")
     parser.add_argument("--at-step", type=int, default=None,
                         help="--compare the evaluation at this GRPO step (e.g. 50) instead of the last one")
+    parser.add_argument("--baseline", default=None, metavar="CELL",
+                        help="a cell's name (e.g. variant=grpo): a second table compares every cell with it (p-values, "
+                             "greedy at --at-step or 50, entropy at the end, seconds per step)")
     args = parser.parse_args()
     missing = [str(s) for s in args.sweeps if not s.is_dir()]
     if missing:
@@ -200,6 +256,8 @@ def main() -> None:
                 print(f"[{name}] {variance_split(runs, key)}")
     for a, b in args.compare:
         print(compare(cells, a, b, step=args.at_step))
+    if args.baseline is not None:
+        print(against_baseline(cells, args.baseline, step=args.at_step or 50))
     if not args.no_plot:
         plot(cells, args.out)
 

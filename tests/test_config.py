@@ -114,3 +114,26 @@ def test_option_composes_and_instantiates(group, option, base_overrides, warm_ca
 def test_debug_composes_with_every_model(saved_tiny_model, tmp_path):
     cfg = compose_config(["debug=default", "model=hf", f"model.name_or_path={saved_tiny_model}"], output_dir=tmp_path)
     build(cfg)
+
+
+VARIANTS = {  # what each variant=<name> must set (the rest stays the default), for the comparison to compare what it says
+    "grpo": {"grpo.aggregation": "sequence", "grpo.beta": 0.04, "loss._target_": "grpo.algo.loss.GRPOLoss"},
+    "dapo": {"grpo.aggregation": "token", "grpo.epsilon_high": 0.28, "grpo.beta": 0.0, "grpo.dynamic_sampling.enabled": True},
+    "dr_grpo": {"grpo.aggregation": "constant", "grpo.scale_rewards": False},
+    "gspo": {"grpo.ratio_level": "sequence", "grpo.epsilon": 3e-4, "grpo.epsilon_high": 4e-4},
+    "cispo": {"loss._target_": "grpo.algo.cispo.CISPOLoss", "grpo.aggregation": "token"},
+    "sapo": {"loss._target_": "grpo.algo.sapo.SAPOLoss"},
+    "gmpo": {"loss._target_": "grpo.algo.gmpo.GMPOLoss"},
+    "kl_cov": {"loss._target_": "grpo.algo.cov.KLCovLoss"},
+    "top_entropy": {"loss._target_": "grpo.algo.entropy.EntropyControlledLoss", "loss.top_entropy_quantile": 0.2},
+    "rloo": {"advantage._target_": "grpo.algo.rloo.RLOOAdvantages", "grpo.scale_rewards": False},
+}
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_variant_sets_its_objective(variant, tmp_path):
+    assert {f.stem for f in (CONF_DIR / "variant").glob("*.yaml")} == set(VARIANTS)
+    cfg = compose_config([f"variant={variant}", "grpo.mu=2"], output_dir=tmp_path)  # a command-line value still wins
+    for key, want in VARIANTS[variant].items():
+        assert OmegaConf.select(cfg, key) == want, (variant, key)
+    assert cfg.grpo.mu == 2

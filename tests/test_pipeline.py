@@ -74,6 +74,10 @@ def test_debug_run_updates_the_policy(debug_run):
     assert len(scalars["rollout/reward_mean"]) == 2  # two GRPO steps
     assert all(v > 0 for _, v in scalars["train/grad_norm"])
     assert all(v < 1 for _, v in scalars["rollout/zero_spread_frac"])
+    assert not [name for name in scalars if "tool" in name]  # tools=none (the default): no tool statistics
+    # mu = 1: the sampler's log-probs against the update's own (pi_old's), float32 on CPU: no mismatch, every step
+    assert [v for _, v in scalars["rollout/mismatch/ratio_mean"]] == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert [v for _, v in scalars["rollout/mismatch/outside_frac"]] == [0.0, 0.0]
 
 
 def test_debug_default_makes_real_updates_with_the_verifier(base_overrides, tmp_path):

@@ -98,3 +98,27 @@ def test_seeds_pool_warm_starts_and_split_the_spread(tmp_path, results):
     assert "0: 70.0, 1: 50.0" in line
     # rollout seed: seed-0 means (0.6 + 0.4) / 2 = 0.5, seed-1 0.7: the same split here
     assert results.variance_split(cells["(common only)"], "seed").startswith("seed explains 50%")
+
+
+def test_against_baseline_compares_every_cell_with_one(tmp_path, results):
+    """--baseline variant=grpo: the variant comparison table (p-values, greedy at step 50, entropy, seconds per step)."""
+    sweep = tmp_path / "sweep"
+    for seed, (acc, ent) in enumerate([([0.5, 0.6, 0.7], 0.4), ([0.5, 0.7, 0.9], 0.6)]):
+        fake_job(sweep / f"g{seed}", ["variant=grpo", f"seed={seed}"], acc)
+        writer = SummaryWriter(str(sweep / f"g{seed}" / "tb"))
+        for step in range(1, 101):  # a loss every step, 2 s apart (wall times given), and the entropy at the end
+            writer.add_scalar("train/loss", 0.0, step, walltime=1000.0 + 2.0 * step)
+        writer.add_scalar("train/entropy", ent, 100)
+        writer.close()
+    fake_job(sweep / "d0", ["variant=dapo", "seed=0"], [0.5, 0.65, 0.4])
+    _, cells = results.collect([sweep])
+    assert results.seconds_per_step(cells["variant=grpo"][0]) == pytest.approx(2.0)
+    lines = results.against_baseline(cells, "variant=grpo").splitlines()
+    cols = lambda line: [c.strip() for c in line.strip("|").split("|")]
+    assert cols(lines[1]) == ["setting", "seeds", "greedy after", "p", "greedy at 50", "p", "maj@4 after", "entropy at end", "s / step"]
+    # grpo: final 70, 90; at step 50: 60, 70; maj@4 after 35, 45; entropy mean(0.4, 0.6) = 0.5; 2 s per step
+    assert cols(lines[3]) == ["variant=grpo", "2", "80.0 ± 14.1 [70.0, 90.0]", "-", "65.0 ± 7.1", "-", "40.0 ± 7.1", "0.500", "2.00"]
+    # dapo against it: final 40 vs 70, 90 -> p = 1/3 (as in the test above); at 50: 65 vs 60, 70 -> difference 0, p = 1
+    assert cols(lines[4]) == ["variant=dapo", "1", "40.0 ± 0.0 [40.0, 40.0]", "0.333", "65.0 ± 0.0", "1.000", "20.0 ± 0.0", "-", "-"]
+    with pytest.raises(SystemExit, match="No cell named"):
+        results.against_baseline(cells, "variant=nope")

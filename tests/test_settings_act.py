@@ -64,3 +64,20 @@ def test_warmstart_steps_warm_starts_a_model_hf_policy(tmp_path, saved_tiny_mode
 
     start = AutoModelForCausalLM.from_pretrained(str(saved_tiny_model)).state_dict()
     assert any(not torch.equal(start[k], v) for k, v in module.policy.state_dict().items())  # the warm start moved the weights
+
+
+def test_old_logp_from_and_rollout_correction_reach_the_rollout(tmp_path):
+    """grpo.old_logp_from=sampler: the engine's log-probs are pi_old (no old-policy pass); rollout_correction=tis takes
+    grpo.rollout_is_cap (its acting on a mismatch: tests/rollout/test_sampler_logp.py)."""
+    from grpo.pipeline import instantiate_clearly
+    from grpo.tasks import ArithmeticTask
+    from grpo_testkit import tiny_lm
+
+    model, tok = tiny_lm(seed=1)
+    task = ArithmeticTask(train_size=10, heldout_size=2, seed=4)
+    cfg = compose_config(["grpo.old_logp_from=sampler", "grpo.group_size=2", "sampling.max_new_tokens=4"], output_dir=tmp_path)
+    rollout = instantiate_clearly(cfg.rollout, reward=lambda problems, completions: [0.0] * len(completions), task=task, tokenizer=tok)
+    out = rollout(model, None, task.train_problems()[:2], torch.Generator().manual_seed(0))
+    assert out.batch.old_logp is out.batch.sampler_logp is not None
+    cfg = compose_config(["rollout_correction=tis", "grpo.rollout_is_cap=3"], output_dir=tmp_path)
+    assert instantiate_clearly(cfg.rollout, task=task, tokenizer=tok).correction.cap == 3.0

@@ -20,6 +20,8 @@ import torch
 from torchmetrics import MeanMetric
 
 from grpo.algo.aggregation import token_normaliser
+from grpo.algo.rollout_correction import mismatch_stats
+from grpo.data.curriculum import group_outcomes
 from grpo.data.minibatches import group_rows
 from grpo.metrics import maj_at_k, pass_at_k, total_grad_norm
 from grpo.models.adapters import AdapterFree, fold_adapters
@@ -69,6 +71,8 @@ class GRPOModule(L.LightningModule):
     def on_train_batch_start(self, batch, batch_idx) -> None:
         if batch.update == 0:
             self._make_rollout(batch, need_old_logp=batch.updates > 1)  # with a single on-policy update rho == 1: skip pi_old
+            if batch.report is not None:  # the prompt curriculum wants each group's outcome
+                self._report_outcomes(batch)
 
     def _make_rollout(self, questions, need_old_logp: bool) -> None:
         seed = self.seed * 1_000_003 + self.current_epoch * 1009 + self.global_rank
@@ -82,8 +86,19 @@ class GRPOModule(L.LightningModule):
         self._step_tokens = float(self.trainer.strategy.reduce(local_tokens, reduce_op="sum").sum())
         self.log_dict({f"rollout/{k}": v for k, v in rollout.stats.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
         self.log_dict({f"perf/{k}": v for k, v in rollout.timings.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
-        self._log_samples(rollout.samples, rollout.components)
+        self._log_samples(rollout.samples, rollout.components, rollout.shown)
         self._update_start = time.perf_counter()
+
+    def _report_outcomes(self, questions) -> None:
+        """The step's groups' outcomes (all right / all wrong / mixed, by the task's verifier) from every process to the
+        data module's curriculum (grpo.data.curriculum), the same on all; logs the pool's sizes (data/pool/*). Under
+        dynamic sampling only the step's first batch of questions is reported. One all_gather, every rank, every step."""
+        n, G = len(questions.questions), self.rollout.group_size
+        outcomes = group_outcomes(self.last_rollout.correct[: n * G], G)  # [n]
+        local = torch.stack([torch.tensor(questions.indices, dtype=torch.long), outcomes]).to(self.device)  # [2, n]
+        every = self.all_gather(local).reshape(-1, 2, n)  # [world, 2, n]
+        sizes = questions.report(self.current_epoch, every[:, 0].flatten().tolist(), every[:, 1].flatten().tolist())
+        self.log_dict({f"data/pool/{k}": v for k, v in sizes.items()}, on_step=False, on_epoch=True, sync_dist=True, batch_size=1)
 
     def training_step(self, batch, batch_idx):
         # the update in train mode (and its backward, which follows): gradient checkpointing recomputes only there,
@@ -103,6 +118,9 @@ class GRPOModule(L.LightningModule):
                                 num_tokens=num_tokens, **extra)
         stats["entropy"] = (entropy.detach() * mask).sum() / mask.sum().clamp(min=1)
         rows = mask.shape[0]
+        if batch.update == 0 and minibatch["sampler_logp"] is not None and "mismatch/ratio_mean" not in self.last_rollout.stats:
+            # the step's first update, before any optimizer step: logp is the trainer's pi_old (its rows only, with mini-batches)
+            self._log_mismatch(logp.detach(), minibatch["sampler_logp"], minibatch["attention_mask"][:, -mask.shape[1]:])
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
         # token statistics are measurements only where tokens enter the loss. Every rank logs the same keys (their
         # epoch-end sync is a collective): all of them when any rank's update has tokens, weighted 0 where it has none
@@ -111,6 +129,14 @@ class GRPOModule(L.LightningModule):
             self.log_dict({f"train/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,
                           batch_size=rows if has_tokens else 0)
         return loss
+
+    def _log_mismatch(self, trainer_logp, sampler_logp, completion_tokens) -> None:
+        """rollout/mismatch/* of the update's completion tokens (grpo.algo.rollout_correction.mismatch_stats), as the
+        rollout logs them when it computes the trainer's log pi_old itself."""
+        n_tokens = int(completion_tokens.sum())
+        stats = mismatch_stats(trainer_logp, sampler_logp, completion_tokens)
+        self.log_dict({f"rollout/mismatch/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,
+                      batch_size=max(n_tokens, 1))
 
     def on_before_optimizer_step(self, optimizer) -> None:
         norm = total_grad_norm(self.policy.parameters())  # the full model's, also with sharded (FSDP2) gradients
@@ -204,13 +230,14 @@ class GRPOModule(L.LightningModule):
             self.rollout.reward.load_state_dict(checkpoint["reward_state"])
 
     # ---- sampled completions: TensorBoard's text panel, a wandb table
-    def _log_samples(self, samples, components=None) -> None:
-        """The first `log_samples` rows: prompt, completion, reward and each reward component's value (blank: abstained)."""
+    def _log_samples(self, samples, components=None, shown=None) -> None:
+        """The first `log_samples` rows: prompt, completion, reward and each reward component's value (blank: abstained).
+        shown: the completions as displayed (tool results marked, grpo.rollout.tool_decode.marked_texts); None: as sampled."""
         if not self.log_samples or not samples or not self.trainer.is_global_zero or self.logger is None:
             return
         names = list(components or {}) if len(components or {}) > 1 else []  # one component: its value is the reward
         columns = ["prompt", "completion", "reward", *names]
-        data = [[problem.prompt, completion, reward, *(components[n][i] for n in names)]
+        data = [[problem.prompt, shown[i] if shown else completion, reward, *(components[n][i] for n in names)]
                 for i, (problem, completion, reward) in enumerate(samples[: self.log_samples])]
         if hasattr(self.logger, "log_table"):  # WandbLogger (logger=wandb)
             self.logger.log_table("rollout/samples", columns=columns, data=data, step=self.global_step)

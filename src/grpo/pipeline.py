@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 import grpo.quiet  # noqa: F401  (third-party tips and deprecation warnings)
 from grpo.checks import ConfigError, check_checkpoint, check_config
 from grpo.rewards.base import supervise
-from grpo.tasks.prompts import FormattedTask
+from grpo.tasks.prompts import FormattedTask, tool_schemas
 from grpo.strategies.weights import export_pretrained
 
 log = logging.getLogger(__name__)
@@ -78,20 +78,30 @@ def instantiate_task(node):
 
 
 def warm_start_key(cfg: DictConfig) -> str:
-    """What a warm start learns from (the task's settings and the prompt format): part of its cache key."""
-    return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt)
+    """What a warm start learns from (the task's settings, the prompt format and, when set, the tools: they change the
+    chat prompt's tool list and the worked solutions' calls): part of its cache key. tools=none adds nothing, so the
+    keys of runs without tools are what they were."""
+    tools = OmegaConf.to_yaml(cfg.tools) if cfg.get("tools") and cfg.tools.get("_target_") else ""
+    return OmegaConf.to_yaml(cfg.task) + OmegaConf.to_yaml(cfg.prompt) + tools
 
 
-def formatted_task(task, prompt, source):
-    """The task as the policy sees it: its problems rendered by the prompt format, bound to the source's tokenizer."""
-    return FormattedTask(task, prompt.bind(source.tokenizer(task)))
+def formatted_task(task, prompt, source, toolbox=None):
+    """The task as the policy sees it: its problems rendered by the prompt format, bound to the source's tokenizer
+    (with the tools' schemas, when their calls use the chat template's own format: grpo.tasks.prompts.tool_schemas)."""
+    schemas, tokenizer = tool_schemas(toolbox), source.tokenizer(task)
+    return FormattedTask(task, prompt.bind(tokenizer, tools=schemas) if schemas else prompt.bind(tokenizer))
+
+
+def instantiate_toolbox(cfg: DictConfig):
+    """The `tools` group's Toolbox, or None for tools=none (an empty node)."""
+    return instantiate_clearly(cfg.tools) if cfg.get("tools") and cfg.tools.get("_target_") else None
 
 
 def load_policy(cfg: DictConfig):
     """(task as the policy sees it, policy, tokenizer) as `build` gets them, the same warm-start cache entry
     included: for scripts that need the policy without the training module (scripts/mc_labels.py, bench.py)."""
     source = instantiate_clearly(cfg.model)
-    task = formatted_task(instantiate_task(cfg.task), instantiate_clearly(cfg.prompt), source)
+    task = formatted_task(instantiate_task(cfg.task), instantiate_clearly(cfg.prompt), source, instantiate_toolbox(cfg))
     policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
     return task, policy, tokenizer
 
@@ -110,20 +120,22 @@ def build(cfg: DictConfig):
     # what the advantage estimator wants (step rewards or one per output) decides a learned reward's kind (PRM / ORM)
     reward_source = supervise(instantiate_clearly(cfg.reward), instantiate_clearly(cfg.advantage).needs_step_rewards)
     loss = instantiate_clearly(cfg.loss)
+    toolbox = instantiate_toolbox(cfg)
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     if cfg.trainer.get("enable_progress_bar") is False:  # the user turned the bar off: ours too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]
     if cfg.rm_schedule.get("_target_"):  # static: nothing; iterative: Algorithm 1's outer loop, a Callback
         callbacks.append(instantiate_clearly(cfg.rm_schedule))
     source = instantiate_clearly(cfg.model)
-    task = formatted_task(task, prompt, source)  # the problems as the policy sees them
+    task = formatted_task(task, prompt, source, toolbox)  # the problems as the policy sees them (chat: the tools listed)
     datamodule = instantiate_clearly(cfg.data, task=task)
     policy, tokenizer = source.load(task, task_key=warm_start_key(cfg))
     lora = instantiate_clearly(cfg.adapter) if cfg.get("adapter") and cfg.adapter.get("_target_") else None
     if lora is not None:  # LoRA: adapters injected, the rest frozen; pi_ref = the policy with them off
         policy = lora.apply(policy)
     reward = reward_source.bind(task, policy=policy, tokenizer=tokenizer)
-    rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer)
+    tools = {"engine": engine_with_tools(cfg, toolbox, tokenizer)} if toolbox is not None else {}  # tools=none: as configured
+    rollout = instantiate_clearly(cfg.rollout, reward=reward, task=task, tokenizer=tokenizer, **tools)
     module = instantiate_clearly(
         cfg.module,
         policy=policy,
@@ -137,6 +149,18 @@ def build(cfg: DictConfig):
     )
     trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger), callbacks=callbacks)
     return module, datamodule, trainer
+
+
+def engine_with_tools(cfg: DictConfig, toolbox, tokenizer):
+    """The `sampling` group's engine given the toolbox (tools=calculator|python) bound to the policy's tokenizer, so
+    rollouts, held-out evaluation and everything else sampled through the module's engine call tools."""
+    try:
+        return instantiate_clearly(cfg.sampling, tools=toolbox.bind(tokenizer))
+    except InstantiationException as err:
+        if isinstance(err.__cause__, TypeError) and "tools" in str(err.__cause__):
+            raise ConfigError(f"sampling._target_={cfg.sampling.get('_target_')} takes no toolbox: use sampling=kv_cache "
+                              "with tools=calculator|python, or tools=none") from None
+        raise
 
 
 def evaluate(trainer, module, datamodule) -> dict[str, float]:
@@ -190,7 +214,7 @@ def write_final(trainer, hparams: dict, metrics: dict[str, float]) -> None:
             logger.experiment.finish()
 
 
-CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "reward", "step_labels", "steps", "rm_schedule", "sampling", "strategy")
+CHOICES = ("model", "adapter", "task", "prompt", "supervision", "loss", "kl", "rollout_correction", "reward", "step_labels", "steps", "rm_schedule", "sampling", "tools", "strategy")
 
 
 def _flat_hparams(cfg: DictConfig) -> dict:

@@ -122,3 +122,30 @@ def test_the_option_computes_min_form_advantages_not_the_sum():
     got = ProcessMinAdvantages(eps=0.0)(None, 2, step_rewards, step_end_mask)
     assert torch.equal(got, process_min_advantages(step_rewards, step_end_mask, 2, eps=0.0))
     assert not torch.equal(got, process_advantages(step_rewards, step_end_mask, 2, eps=0.0))
+
+
+def test_outcome_is_a_term_of_its_own():
+    # reward=prm_verifier under process_min: the verifier's outcome o_i is added to every return of row i, not put on
+    # the last step (where the min would drop it). G = 2, T = 4, scale none.
+    #   row 0: steps at t=1 (0.2), t=3 (0.9), o = 1: G = min + o: t=0,1: 0.2 + 1 = 1.2; t=2,3: 0.9 + 1 = 1.9
+    #   row 1: steps at t=1 (0.8), t=3 (0.6), o = 0: t=0..3: 0.6
+    #   b = (1.2 + 0.6) / 2 = 0.9 -> row 0: 0.3, 0.3, 1.0, 1.0; row 1: -0.3 x 4
+    # with o on the last step instead: row 0's steps 0.2, 1.9 -> min 0.2 at t=0,1: the verifier's 1 is lost there
+    step_rewards, step_end_mask = steps(4, [[(1, 0.2), (3, 0.9)], [(1, 0.8), (3, 0.6)]])
+    outcome = torch.tensor([1.0, 0.0])
+    got = process_min_advantages(step_rewards, step_end_mask, 2, scale="none", outcome=outcome)
+    torch.testing.assert_close(got, torch.tensor([[0.3, 0.3, 1.0, 1.0], [-0.3, -0.3, -0.3, -0.3]]), rtol=0, atol=1e-6)
+    # through the estimator (the rollout passes outcome= when the estimator says outcome_apart)
+    assert ProcessMinAdvantages.outcome_apart
+    est = ProcessMinAdvantages(scale="none")
+    torch.testing.assert_close(est(None, 2, step_rewards, step_end_mask, outcome=outcome), got)
+
+
+def test_a_group_is_flat_only_if_its_outcomes_are_equal_too():
+    # equal step rewards in both rows: flat without an outcome; different outcomes give it a signal
+    step_rewards, step_end_mask = steps(2, [[(1, 0.5)], [(1, 0.5)]])
+    assert torch.equal(process_min_advantages(step_rewards, step_end_mask, 2), torch.zeros(2, 2))
+    got = process_min_advantages(step_rewards, step_end_mask, 2, scale="none", outcome=torch.tensor([1.0, 0.0]))
+    torch.testing.assert_close(got, torch.tensor([[0.5, 0.5], [-0.5, -0.5]]), rtol=0, atol=1e-6)
+    same = process_min_advantages(step_rewards, step_end_mask, 2, outcome=torch.tensor([1.0, 1.0]))
+    assert torch.equal(same, torch.zeros(2, 2))

@@ -25,7 +25,8 @@ for issue 13 (token / constant aggregation normalisers) and issue 19 (a stored s
 on purpose after issue 19 item 2 (with beta > 0 flat groups keep their KL term: with that line reverted,
 outcome_verifier and outcome_mu2_token_k2 reproduce the previous entries exactly) and issue 20 (a stopped
 row's last step ends on its EOS; the reward model sees EOS and endings; Monte-Carlo labels end after the
-separator).
+separator). Issue 21 added the rollout/mismatch/* entries (the sampler's log-probs against the trainer's: 1 and 0
+here, float64) and changed nothing recorded before (entries added, none rewritten).
 """
 
 from __future__ import annotations

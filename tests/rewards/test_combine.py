@@ -105,6 +105,27 @@ def test_an_outcome_value_lands_on_the_last_step_of_the_step_components():
     assert scores.steps == [[(0, 0.25), (2, 2.5)], [(0, 0.25), (2, 0.5)], [(1, 2.0)]]
 
 
+def test_outcome_apart_keeps_the_outcome_off_the_steps():
+    """An estimator that takes the outcome as a term of its own (supervision=process_min) gets the outcome-only
+    components' weighted sum per completion, and step rewards from the step components alone; an outcome
+    component alone still gives each completion its one step."""
+
+    class PRM:
+        def __call__(self, problems, completions):
+            return [0.0] * len(completions)
+
+        def steps(self, problems, completions):
+            return [[(0, 0.25), (2, 0.5)] if t.strip() else [] for t in completions]
+
+    reward = WeightedRewards({"model": {"fn": PRM(), "weight": 1.0}, "verifier": {"fn": fixed([1.0, 0.0, 1.0]), "weight": 2.0}})
+    scores = reward.score([P] * 3, ["1;2\n", "1;2", "  "], process=True, outcome_apart=True)
+    assert scores.steps == [[(0, 0.25), (2, 0.5)], [(0, 0.25), (2, 0.5)], []]
+    assert scores.outcome == [2.0, 0.0, 2.0]  # 2 * the verifier's value
+    alone = WeightedRewards({"verifier": {"fn": fixed([1.0, 0.0]), "weight": 1.0}})
+    scores = alone.score([P] * 2, ["ab", "c"], process=True, outcome_apart=True)
+    assert scores.outcome is None and scores.steps == [[(1, 1.0)], [(0, 0.0)]]
+
+
 def test_components_that_take_ended_get_it():
     seen = {}
 

@@ -313,3 +313,30 @@ def test_verify_must_return_a_bool(lm, problems):
 
     with pytest.raises(TypeError, match=r"LooseTask\.verify must return a bool.*str 'yes'"):
         collect(lm, LooseTask(train_size=30, heldout_size=5, seed=4), problems, FakeReward([1.0] * 12))
+
+
+def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems):
+    """reward=prm_verifier under supervision=process_min: the rollout passes the outcome-only components' sum to the
+    estimator as `outcome` (a term added to every return), and the step tensors hold the step component's rewards only."""
+    from grpo.algo.process_min import ProcessMinAdvantages, process_min_advantages
+    from grpo.rewards.combine import WeightedRewards
+    from grpo.rollout.steps import step_reward_tensors
+
+    model, tok = lm
+    verdict = [1.0, 0.0] * 6  # the "verifier": right / wrong alternately
+    prm = FakeReward(step_fn=lambda i, text: [(0, 0.5), (len(text) - 1, 0.25 * (i % 3))] if len(text) > 1 else [])
+    reward = WeightedRewards({"model": {"fn": prm}, "verifier": {"fn": lambda problems, completions: verdict, "weight": 2.0}})
+    estimator = ProcessMinAdvantages(scale="none", eps=0.0)
+    rollout = GroupRollout(KVCacheEngine(max_new_tokens=10), estimator, group_size=G, reward=reward, task=task,
+                           tokenizer=tok, skip_zero_spread=False)
+    out = rollout(model, None, problems, generator=torch.Generator().manual_seed(0))
+    texts = prm.calls[0][1]
+    T = out.batch.completion_mask.shape[1]
+    comp = out.batch.input_ids[:, -T:]
+    mask = out.batch.attention_mask[:, -T:].bool()
+    ended = torch.tensor(out.ended)
+    steps = [[(0, 0.5), (len(t) - 1, 0.25 * (i % 3))] if len(t) > 1 else [] for i, t in enumerate(texts)]
+    step_rewards, ends = step_reward_tensors(tok, comp.cpu(), mask.cpu(), steps, ended=ended)
+    want = process_min_advantages(step_rewards, ends, G, scale="none", outcome=2.0 * torch.tensor(verdict))
+    torch.testing.assert_close(out.batch.advantages, want)
+    assert out.batch.advantages.abs().sum() > 0

@@ -185,16 +185,23 @@ class StepAdvantages:
     needs_step_rewards: ClassVar[bool] = True
     option: ClassVar[str] = "process"
     estimate: ClassVar = staticmethod(process_advantages)
+    # True: outcome-only reward components (the verifier beside a PRM) reach `estimate` as `outcome` [N] instead of
+    # being added to each completion's last step reward (grpo.rewards.combine)
+    outcome_apart: ClassVar[bool] = False
 
     def __init__(self, scale: bool | str = True, eps: float = 1e-4, min_spread: float = 0.0):
         scale_name(scale)
         check_min_spread(min_spread)
         self.scale, self.eps, self.min_spread = scale, eps, min_spread
 
-    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None) -> Tensor:
+    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None, outcome=None) -> Tensor:
         if step_rewards is None or step_end_mask is None:
             raise ValueError(f"supervision={self.option} needs step_rewards and step_end_mask [N, T]")
-        return self.estimate(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps, min_spread=self.min_spread)
+        extra = {"outcome": outcome} if self.outcome_apart else {}
+        if outcome is not None and not self.outcome_apart:
+            raise ValueError(f"supervision={self.option} takes outcome rewards on the last step, not apart")
+        return self.estimate(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,
+                             min_spread=self.min_spread, **extra)
 
 
 class ProcessAdvantages(StepAdvantages):

@@ -35,12 +35,16 @@ def token_mean(per_token: Tensor, mask: Tensor, *, num_tokens: float | Tensor | 
 
 
 def constant_mean(per_token: Tensor, mask: Tensor, *, num_tokens=None, max_len: int | None = None) -> Tensor:
-    """Sum over all masked tokens / (N x max_len) (None: N x T, T = mask.shape[1])."""
+    """Sum over all masked tokens / (N x max_len) (None: N x T, T = mask.shape[1]).
+
+    max_len bounds the tokens of a row in the loss (the policy's own: with tools, T also holds tool results)."""
     N, T = mask.shape
     if max_len is None:
         max_len = T
-    if max_len < T:
-        raise ValueError(f"max_len={max_len} is shorter than the completions given (T={T}): pass sampling.max_new_tokens")
+    longest = int(mask.sum(dim=1).max()) if N else 0
+    if max_len < longest:
+        raise ValueError(f"max_len={max_len} is shorter than a completion given ({longest} tokens in the loss): "
+                         "pass sampling.max_new_tokens")
     return (per_token * mask).sum() / (N * max_len)
 
 

@@ -10,6 +10,16 @@ V(s_t) = min over t' >= t of r_t'), not their sum:
     A_it =  G_it - b                        (scale=False or "none")
     A_it = 0 after the row's last step; a row without a step gets 0 and is not in b.
 
+With an outcome reward beside the step rewards (reward=prm_verifier: the verifier's 1 / 0), it is a term of
+its own, added to the return of every token of the row (PURE's PRM + VR: their outcome reward sits at the
+last token and is summed back to every token, while the process rewards go through the min):
+
+    G_it = min over steps j of row i with index(j) >= t of r_i^index(j)  +  o_i      (o_i: the row's outcome)
+
+and the baseline and scale are those of these returns. Putting o_i on the last step instead would let the
+min discard it whenever a step before scored lower, which is most of the time for a wrong answer whose
+mistake the PRM saw, and always for a right answer the PRM doubts: the verifier would be cut off.
+
 A row can no longer gain by adding steps a reward model likes: a step scoring at least the row's worst
 step changes neither the row's return G_i0 nor the baseline, whereas under the sum (supervision=process)
 every such step adds its normalised reward to all the tokens before it.
@@ -56,19 +66,25 @@ def min_form_returns(step_rewards: Tensor, step_end_mask: Tensor) -> tuple[Tenso
 
 def process_min_advantages(
     step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4,
-    min_spread: float = 0.0,
+    min_spread: float = 0.0, outcome: Tensor | None = None,
 ) -> Tensor:
     """Min-form process advantages (see the module docstring).
 
     step_rewards:  [N, T] float, step j's reward at the token index(j) where it ends (unmarked entries ignored).
     step_end_mask: [N, T] bool, True at those tokens. Rows prompt-major, each group's G rows contiguous.
+    outcome:       [N] float or None: each row's outcome reward, added to every return of the row (a row
+                   without a step still gets 0).
     Returns [N, T] (float32, or float64 if step_rewards are). A group whose step rewards are all equal,
-    or span (max - min) less than min_spread (grpo.min_spread), gets 0.
+    or span (max - min) less than min_spread (grpo.min_spread), and whose outcomes do too, gets 0.
     """
     check_step_tensors(step_rewards, step_end_mask, group_size, eps)
     n_rows, T = step_rewards.shape
     is_end = step_end_mask.bool()
     returns, alive = min_form_returns(step_rewards, is_end)  # [N, T]
+    if outcome is not None:
+        if outcome.shape != (n_rows,):
+            raise ValueError(f"outcome must be [N] = [{n_rows}], one reward per row; got {tuple(outcome.shape)}")
+        returns = torch.where(alive, returns + outcome.to(returns)[:, None], returns)
     has_step = alive[:, 0].view(-1, group_size)  # [P, G] rows with at least one step
     row_return = returns[:, 0].view(-1, group_size)  # [P, G] G_i0 = the row's worst step
     baseline = (row_return * has_step).sum(1, keepdim=True) / has_step.sum(1, keepdim=True).clamp(min=1)  # [P, 1]
@@ -77,6 +93,8 @@ def process_min_advantages(
     ends = is_end.reshape(-1, group_size * T)
     r = torch.where(ends, _float32_at_least(step_rewards).reshape(-1, group_size * T), torch.zeros_like(at_ends))
     flat = is_flat(masked_spread(r, ends), min_spread)  # [P, 1]: all the group's step rewards equal (or a single one)
+    if outcome is not None:  # ... and all its outcomes
+        flat = flat & is_flat(masked_spread(outcome.to(r).view(-1, group_size), has_step), min_spread)
     std = masked_std(at_ends, ends, scale_name(scale))  # [P, 1], a scalar (batch) or None
 
     centred = returns.view(-1, group_size, T) - baseline[:, :, None]  # [P, G, T]
@@ -87,7 +105,9 @@ def process_min_advantages(
 
 
 class ProcessMinAdvantages(StepAdvantages):
-    """supervision=process_min: `process_min_advantages` of the per-step rewards (scale as ProcessAdvantages)."""
+    """supervision=process_min: `process_min_advantages` of the per-step rewards (scale as ProcessAdvantages);
+    an outcome-only reward component (the verifier beside a PRM) comes apart, as `outcome`."""
 
     option: ClassVar[str] = "process_min"
+    outcome_apart: ClassVar[bool] = True
     estimate: ClassVar = staticmethod(process_min_advantages)

@@ -13,6 +13,12 @@ draws from while too few of its groups have reward spread; the update then holds
 groups (the mini-batch plan is over those). The extra questions are a function of (seed, epoch, rank)
 too: a seeded permutation of the training pool per step, sliced by rank and batch (no question on two
 ranks; one may repeat a question of the step's first batch).
+
+Prompt curriculum (`curriculum.enabled`, off by default; grpo.data.curriculum): the step's global batch is the
+next prompts_per_step x world questions of the same seeded walk that are not resting; the module reports each
+group's outcome after the rollout (`StepQuestions.report`) and questions all right (or all wrong) in their last
+`window` draws rest for `rest_steps` steps. The walk's position and the pool travel in checkpoints
+(`state_dict`), so a resumed run draws what it would have drawn.
 """
 
 from __future__ import annotations
@@ -22,7 +28,10 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from grpo.data.curriculum import DifficultyPool
 from grpo.data.minibatches import minibatch_plan
+
+CURRICULUM_KEYS = ("enabled", "window", "rest_steps")
 
 
 class Refill:
@@ -39,13 +48,16 @@ class StepQuestions:
 
     groups: [minibatch groups] long, sorted: the groups of the step's rollout this update trains on.
     refill: a `Refill` under dynamic sampling, else None.
+    indices, report: under the prompt curriculum, the questions' indices in the training pool and where the module
+        reports the groups' outcomes after the rollout (`RolloutDataModule.report`); else None.
     A plain object, not a collection, so Lightning and every strategy pass it to the module as it is
     (nothing in it is moved or converted; the rollout tokenizes the questions onto the device).
     """
 
-    def __init__(self, questions, update: int, updates: int, groups: Tensor, refill: Refill | None = None):
+    def __init__(self, questions, update: int, updates: int, groups: Tensor, refill: Refill | None = None,
+                 indices: list[int] | None = None, report=None):
         self.questions, self.update, self.updates, self.groups = list(questions), update, updates, groups
-        self.refill = refill
+        self.refill, self.indices, self.report = refill, indices, report
 
 
 def as_is(item):
@@ -67,6 +79,7 @@ class RolloutDataModule(L.LightningDataModule):
         dynamic_sampling: bool = False,
         max_extra_batches: int = 0,
         dynamic_groups: int | None = None,
+        curriculum=None,
     ):
         super().__init__()
         self.task = task
@@ -76,6 +89,12 @@ class RolloutDataModule(L.LightningDataModule):
         self.update_groups = (dynamic_groups or prompts_per_step) if dynamic_sampling else prompts_per_step
         self.minibatch_prompts = minibatch_prompts or self.update_groups
         self.val_prompts, self.val_batch_size, self.seed = val_prompts, val_batch_size, seed
+        curriculum = dict(curriculum or {})
+        unknown = set(curriculum) - set(CURRICULUM_KEYS)
+        if unknown:
+            raise ValueError(f"data.curriculum has unknown keys {sorted(unknown)}: it takes {list(CURRICULUM_KEYS)}")
+        self.pool = DifficultyPool(curriculum.get("window", 2), curriculum.get("rest_steps", 10)) if curriculum.get("enabled") else None
+        self._cursor, self._drawn, self._reported = 0, None, -1  # curriculum: next walk position; (epoch, indices); last step reported
 
     # ---- which questions
     def setup(self, stage: str | None = None) -> None:
@@ -108,6 +127,45 @@ class RolloutDataModule(L.LightningDataModule):
             picked.append(self.train_pool[int(order[offset])])
         return picked
 
+    def curriculum_indices(self, epoch: int, world: int = 1) -> list[int]:
+        """The curriculum's global batch for `epoch`: the next prompts_per_step x world questions (indices into the
+        pool) of the walk `questions` takes, passing over resting ones (none passed over when fewer than that many
+        are active). Drawn once per epoch (a second call returns the same), advancing the walk's position."""
+        if self._drawn is not None and self._drawn[0] == epoch:
+            return self._drawn[1]
+        needed, n_pool = self.prompts_per_step * world, len(self.train_pool)
+        skip = self.pool.sizes(epoch, n_pool)["active"] >= needed
+        picked, pos = [], self._cursor
+        while len(picked) < needed:
+            pass_idx, offset = divmod(pos, n_pool)
+            index = int(self._permutation(pass_idx)[offset])
+            if not (skip and self.pool.rests(index, epoch)):
+                picked.append(index)
+            pos += 1
+        self._cursor, self._drawn = pos, (epoch, picked)
+        return picked
+
+    def report(self, step: int, indices: list[int], outcomes: list[int]) -> dict[str, float]:
+        """The module's report after step `step`'s rollout: every process's groups (question index, outcome:
+        grpo.data.curriculum.EASY / HARD / MIXED), the same on every process. Returns data/pool/* sizes."""
+        if step != self._reported:  # a step replayed after a resume is recorded once
+            self.pool.record(step, indices, outcomes)
+            self._reported = step
+        return self.pool.sizes(step, len(self.train_pool))
+
+    def state_dict(self) -> dict:
+        if self.pool is None:
+            return {}
+        return {"cursor": self._cursor, "drawn": list(self._drawn) if self._drawn else None, "reported": self._reported,
+                "pool": self.pool.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self.pool is None or not state:
+            return
+        self._cursor, self._reported = int(state["cursor"]), int(state["reported"])
+        self._drawn = (int(state["drawn"][0]), [int(i) for i in state["drawn"][1]]) if state["drawn"] else None
+        self.pool.load_state_dict(state["pool"])
+
     def extra_questions(self, epoch: int, rank: int = 0, world: int = 1) -> list[list]:
         """Dynamic sampling's further batches for `epoch` on `rank`: max_extra_batches lists of prompts_per_step
         questions. Batch j is the slice ((j * world + rank) * prompts_per_step, + prompts_per_step) of a
@@ -130,10 +188,17 @@ class RolloutDataModule(L.LightningDataModule):
     # ---- the step's policy updates
     def train_dataloader(self) -> DataLoader:
         epoch = self.trainer.current_epoch
-        questions = self.questions(epoch, *self._rank_world())
-        refill = Refill(self.extra_questions(epoch, *self._rank_world()), self.update_groups) if self.dynamic_sampling else None
+        rank, world = self._rank_world()
+        indices = report = None
+        if self.pool is None:
+            questions = self.questions(epoch, rank, world)
+        else:  # the curriculum: this rank's slice of the global batch of questions not resting
+            n = self.prompts_per_step
+            indices, report = self.curriculum_indices(epoch, world)[rank * n : (rank + 1) * n], self.report
+            questions = [self.train_pool[i] for i in indices]
+        refill = Refill(self.extra_questions(epoch, rank, world), self.update_groups) if self.dynamic_sampling else None
         plan = minibatch_plan(self.update_groups, self.minibatch_prompts, self.mu, seed=self.seed + epoch)
-        items = [StepQuestions(questions, k, len(plan), groups, refill) for k, groups in enumerate(plan)]
+        items = [StepQuestions(questions, k, len(plan), groups, refill, indices, report) for k, groups in enumerate(plan)]
         return DataLoader(items, batch_size=None, shuffle=False, collate_fn=as_is)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):

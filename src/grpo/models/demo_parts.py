@@ -1,4 +1,4 @@
-"""Real-shaped parts built offline: a byte-level BPE tokenizer with a Qwen-style chat template, a small
+"""Real-shaped parts built offline: a byte-level BPE tokenizer with a Qwen2.5-style chat template (tool role included), a small
 Qwen2-shaped causal LM from a transformers config, and MATH-style rows of the arithmetic task with boxed
 answers. What `scripts/make_demo_parts.py` writes and the end-to-end tests train on."""
 
@@ -7,9 +7,32 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+# Qwen2.5's chat format: <|im_start|>role\ncontent<|im_end|>\n per message; with `tools`, the system turn lists their
+# JSON schemas and says how to call one (<tool_call>{"name": ..., "arguments": {...}}</tool_call>); an assistant
+# message's `tool_calls` are rendered that way; a tool message is a user turn holding <tool_response>...</tool_response>
+# (consecutive tool messages share one turn). Without tools or tool messages it renders as a plain ChatML template.
 CHAT_TEMPLATE = (
-    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+    "{%- if tools %}{{ '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{ messages[0]['content'] + '\\n\\n' }}{% endif %}"
+    "{{ '# Tools\\n\\nYou may call one or more functions to assist with the user query.\\n\\nYou are provided with function "
+    "signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{ '\\n' + (tool | tojson) }}{% endfor %}"
+    "{{ '\\n</tools>\\n\\nFor each function call, return a json object with function name and arguments within <tool_call>"
+    "</tool_call> XML tags:\\n<tool_call>\\n{\"name\": <function-name>, \"arguments\": <args-json-object>}\\n</tool_call>"
+    "<|im_end|>\\n' }}{% endif %}"
+    "{%- for message in messages %}"
+    "{%- if tools and loop.first and message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{%- if loop.first or messages[loop.index0 - 1]['role'] != 'tool' %}{{ '<|im_start|>user' }}{% endif %}"
+    "{{ '\\n<tool_response>\\n' + message['content'] + '\\n</tool_response>' }}"
+    "{%- if loop.last or messages[loop.index0 + 1]['role'] != 'tool' %}{{ '<|im_end|>\\n' }}{% endif %}"
+    "{%- elif message['role'] == 'assistant' and message.tool_calls %}"
+    "{{ '<|im_start|>assistant' }}{% if message['content'] %}{{ '\\n' + message['content'] }}{% endif %}"
+    "{%- for call in message['tool_calls'] %}{% set call = call['function'] if call['function'] is defined else call %}"
+    "{{ '\\n<tool_call>\\n{\"name\": \"' + call['name'] + '\", \"arguments\": ' + (call['arguments'] | tojson) + '}\\n</tool_call>' }}"
+    "{%- endfor %}{{ '<|im_end|>\\n' }}"
+    "{%- else %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endif %}"
+    "{%- endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 

@@ -11,7 +11,10 @@ Each component is a callable `fn(problems, completions) -> list[float | None]` (
   (index of the step's last character, reward) per step; an outcome-only component's value is the
   reward of the final step: it is added at the last step another component gave that completion (the
   verifier's outcome lands on the PRM's last step, PRIME / PURE: reward=prm_verifier), else at the
-  completion's last character (nothing for an empty completion).
+  completion's last character (nothing for an empty completion). With `outcome_apart` (an estimator
+  that takes the outcome as a term of its own: supervision=process_min) the outcome-only components'
+  weighted sum is `Scores.outcome` instead, one value per completion (0 where all abstained), when some
+  component gives step rewards (alone, an outcome component's value stays the completion's one step).
   A completion's step rewards are the weighted sum of the components' at each character index. A
   completion with no step reward from any component has no steps (as a completion with no
   recognisable step): this is not an error.
@@ -47,6 +50,7 @@ class Scores:
     steps: list[list[tuple[int, float]]] | None = None  # process: per completion, (char index, weighted sum) by index
     components: dict[str, list[float | None]] = field(default_factory=dict)  # per component: [N] value, None = abstained
     lowest: dict[str, list[float | None]] = field(default_factory=dict)  # process, per step component: [N] its lowest step reward
+    outcome: list[float] | None = None  # process with outcome_apart: [N] weighted sum of the outcome-only components
     invalid: int = 0  # invalid values (and completions every component abstained on) counted as 0
 
     def means(self) -> dict[str, float]:
@@ -130,14 +134,18 @@ class WeightedRewards:
         return self
 
     # ---- scoring
-    def score(self, problems, completions: list[str], *, process: bool = False, invalid: str = "error", ended=None) -> Scores:
+    def score(self, problems, completions: list[str], *, process: bool = False, invalid: str = "error", ended=None,
+              outcome_apart: bool = False) -> Scores:
         """The rollout's rewards: outcome (process False) or per-step (process True); see the module docstring.
-        ended: per completion True (EOS) / False (cut by the length limit), for the components that take it."""
+        ended: per completion True (EOS) / False (cut by the length limit), for the components that take it.
+        outcome_apart (process): outcome-only components go to Scores.outcome, not onto the last step."""
         scores = Scores()
         per_row = [dict() for _ in completions]  # process: char index -> weighted sum
         outcome_only = []  # process: (component, values) placed after the step components, on each row's last step
+        stepwise = False  # process: some component gives step rewards
         for c in self.components.values():
             if process and hasattr(c.fn, "steps"):
+                stepwise = True
                 rows, bad = checked_steps(c.name, call_reward(c.fn, "steps", problems, completions, c.name, ended), completions, invalid)
                 values = [sum(v for _, v in row) / len(row) if row else None for row in rows]
                 scores.lowest[c.name] = [min(v for _, v in row) if row else None for row in rows]
@@ -147,6 +155,11 @@ class WeightedRewards:
                 outcome_only.append((c, values))
             scores.invalid += bad
             scores.components[c.name] = values
+        if process and outcome_apart and stepwise:  # (outcome components alone: their value is the one step, below)
+            scores.outcome = [self._weighted(i, {c.name: v for c, v in outcome_only}, [c for c, _ in outcome_only])
+                              for i in range(len(completions))]
+            scores.steps = [sorted(acc.items()) for acc in per_row]
+            return scores
         if process:  # an outcome value is the reward of the final step: the last step a step component gave, else the last character
             last = [max(acc) if acc else len(t) - 1 for acc, t in zip(per_row, completions)]
             for c, values in outcome_only:
@@ -165,9 +178,9 @@ class WeightedRewards:
             for char_index, value in row:
                 acc[char_index] = weight * value if char_index not in acc else acc[char_index] + weight * value
 
-    def _weighted(self, i: int, values: dict[str, list[float | None]]) -> float:
+    def _weighted(self, i: int, values: dict[str, list[float | None]], components=None) -> float:
         total = None  # the first term as is (a single weight-1 component's value exactly)
-        for c in self.components.values():
+        for c in (self.components.values() if components is None else components):
             v = values[c.name][i]
             if v is not None:
                 total = c.weight * v if total is None else total + c.weight * v

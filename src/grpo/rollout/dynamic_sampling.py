@@ -59,13 +59,23 @@ def _pad_to(x: Tensor, width: int, value, left: bool = False) -> Tensor:
     return torch.cat([pad, x] if left else [x, pad], dim=1)
 
 
+def _tool_fields(rows_taken: list, T: int) -> dict:
+    """Completions' tool fields of the chosen rows (tool_mask right-padded to T), or {} when sampled without tools."""
+    if rows_taken[0][0].tool_mask is None:
+        return {}
+    fields = {"tool_mask": torch.cat([_pad_to(out.tool_mask[rows], T, False) for out, rows in rows_taken])}
+    for name in ("tool_calls", "tool_errors", "tool_seconds"):
+        fields[name] = torch.cat([getattr(out, name)[rows] for out, rows in rows_taken])
+    return fields
+
+
 def merge_groups(draws: list[Draw], chosen: list[tuple[int, int, bool]], G: int, pad_token_id: int):
     """The chosen groups of several generation batches as one rollout: prompt_ids, prompt_mask [K, P]
     (left-padded to the widest prompt), Completions [K*G, T] (right-padded to the longest completion),
     advantages [K*G] or [K*G, T] (0 on padding) and informative [K] bool, K = len(chosen)."""
     P = max(d.prompt_ids.shape[1] for d in draws)
     T = max(d.out.ids.shape[1] for d in draws)
-    prompts, prompt_masks, ids, masks, truncated, advantages = [], [], [], [], [], []
+    prompts, prompt_masks, ids, masks, truncated, advantages, logps, rows_taken = [], [], [], [], [], [], [], []
     for k, g, _ in chosen:
         d, rows = draws[k], slice(g * G, (g + 1) * G)
         prompts.append(_pad_to(d.prompt_ids[g : g + 1], P, pad_token_id, left=True))
@@ -73,8 +83,12 @@ def merge_groups(draws: list[Draw], chosen: list[tuple[int, int, bool]], G: int,
         ids.append(_pad_to(d.out.ids[rows], T, pad_token_id))
         masks.append(_pad_to(d.out.mask[rows], T, False))
         truncated.append(d.out.truncated[rows])
+        rows_taken.append((d.out, rows))
+        logps.append(None if d.out.logp is None else _pad_to(d.out.logp[rows], T, 0.0))
         adv = d.advantages[rows]
         advantages.append(_pad_to(adv, T, 0.0) if adv.dim() == 2 else adv)
-    out = Completions(ids=torch.cat(ids), mask=torch.cat(masks), truncated=torch.cat(truncated))
+    logp = None if any(x is None for x in logps) else torch.cat(logps)  # the sampler's log-probs, if the engine gave them
+    out = Completions(ids=torch.cat(ids), mask=torch.cat(masks), truncated=torch.cat(truncated), logp=logp,
+                      **_tool_fields(rows_taken, T))
     informative = torch.tensor([c[2] for c in chosen], dtype=torch.bool)
     return torch.cat(prompts), torch.cat(prompt_masks), out, torch.cat(advantages), informative

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from grpo.rollout.modes import evaluating
 from grpo.rollout.sampler import Completions, sample
+from grpo.rollout.tool_decode import sample_with_tools
 
 
 class RolloutEngine(Protocol):
@@ -34,11 +35,19 @@ class RolloutEngine(Protocol):
 
 
 class KVCacheEngine:
-    """The built-in engine: batched KV-cached decoding (`grpo.rollout.sampler.sample`) with the policy itself."""
+    """The built-in engine: batched KV-cached decoding (`grpo.rollout.sampler.sample`) with the policy itself.
 
-    def __init__(self, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0):
+    tools: a `grpo.tools.toolbox.Toolbox` bound to the policy's tokenizer (the `tools` group; the pipeline
+    builds and binds it): completions call tools in the middle and resume (`grpo.rollout.tool_decode`).
+    None (tools=none): plain sampling.
+    """
+
+    def __init__(self, max_new_tokens: int = 48, temperature: float = 1.0, top_p: float = 1.0, tools=None):
         # the values are checked with every other setting, before anything is built (grpo.checks)
         self.max_new_tokens, self.temperature, self.top_p = max_new_tokens, float(temperature), float(top_p)
+        if tools is not None and getattr(tools, "tokenizer", None) is None:
+            raise ValueError("KVCacheEngine(tools=...): bind the toolbox to the policy's tokenizer first (toolbox.bind(tokenizer))")
+        self.tools = tools
         self.model = None
 
     def load_weights(self, policy) -> None:
@@ -49,12 +58,13 @@ class KVCacheEngine:
                  row_seeds=None, temperature=None) -> Completions:
         if self.model is None:
             raise RuntimeError("KVCacheEngine.generate before load_weights(policy)")
+        settings = dict(max_new_tokens=self.max_new_tokens, eos_token_id=eos_token_id, pad_token_id=pad_token_id,
+                        temperature=self.temperature if temperature is None else temperature, top_p=self.top_p,
+                        generator=generator, num_samples=num_samples, row_seeds=row_seeds)
         with evaluating(self.model):
-            return sample(
-                self.model, prompt_ids, prompt_mask, max_new_tokens=self.max_new_tokens, eos_token_id=eos_token_id,
-                pad_token_id=pad_token_id, temperature=self.temperature if temperature is None else temperature,
-                top_p=self.top_p, generator=generator, num_samples=num_samples, row_seeds=row_seeds,
-            )
+            if self.tools is not None:
+                return sample_with_tools(self.model, prompt_ids, prompt_mask, self.tools, **settings)
+            return sample(self.model, prompt_ids, prompt_mask, **settings)
 
 
 def encode_prompts(tokenizer, problems, device) -> tuple[Tensor, Tensor]:

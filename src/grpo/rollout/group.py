@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from grpo.algo.rollout_correction import NoCorrection, mismatch_stats
 from grpo.models.adapters import reference_model
 from grpo.rewards.combine import Scores, WeightedRewards
 from grpo.rollout.batch import RolloutBatch
@@ -32,9 +33,11 @@ from grpo.rollout.gauge import gauged_name, rollout_gauge
 from grpo.rollout.logprobs import completion_logprobs
 from grpo.rollout.modes import evaluating
 from grpo.rollout.steps import step_reward_tensors
+from grpo.rollout.tool_decode import marked_texts, tool_stats
 from grpo.tasks.base import verified
 
 INVALID_REWARD = ("error", "zero")
+OLD_LOGP_FROM = ("trainer", "sampler")  # grpo.old_logp_from: where log pi_old comes from
 
 
 @dataclass
@@ -45,6 +48,8 @@ class Rollout:
     samples: list = field(default_factory=list)  # (Problem, completion text, reward) per row
     components: dict = field(default_factory=dict)  # per reward component: [N] its value, None where it abstained
     ended: list = field(default_factory=list)  # [N] per sample: True if the policy wrote EOS, False if cut by max_new_tokens
+    shown: list = field(default_factory=list)  # [N] completion texts as the samples panel shows them (tool results marked)
+    correct: Tensor | None = None  # [rows drawn] 0/1 the task's verifier, in the samples' order (the first draw's rows first)
 
 
 @torch.no_grad()
@@ -72,13 +77,29 @@ class GroupRollout:
         group's reward mean and std, so the other completions' advantages are as without it.
     invalid_reward: "error" stops the run at a NaN/inf/non-numeric reward; "zero" counts it as 0.
     logprob_chunk: rows per forward pass when computing old/reference log-probs.
+    correction: the sampler-trainer mismatch correction (grpo.algo.rollout_correction; rollout_correction=none |
+        tis | mis). tis / mis need the trainer's log pi_old, so it is computed even for a single update.
+    old_logp_from: "trainer" (log pi_old recomputed by the policy, when the step has more than one update or a
+        correction needs it) or "sampler" (the engine's log-probs are log pi_old in every update, also the
+        single one of mu = 1: no old-policy forward pass, and the clipped ratio is pi_theta / pi_sampler,
+        verl's bypass mode). The mismatch (rollout/mismatch/*) is logged every step the engine gives log-probs:
+        here when the trainer's log pi_old is computed, else at the step's first update (GRPOModule.training_step,
+        before any optimizer step: over that update's rows).
     """
 
     def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
                  skip_zero_spread: bool = True, mask_truncated: bool = False, invalid_reward: str = "error",
-                 logprob_chunk: int = 256):
+                 logprob_chunk: int = 256, correction=None, old_logp_from: str = "trainer"):
         if invalid_reward not in INVALID_REWARD:
             raise ValueError(f"rollout.invalid_reward={invalid_reward!r}: choose one of {INVALID_REWARD}")
+        self.correction = NoCorrection() if correction is None else correction
+        if old_logp_from not in OLD_LOGP_FROM:
+            raise ValueError(f"grpo.old_logp_from={old_logp_from!r}: choose one of {OLD_LOGP_FROM}")
+        if old_logp_from == "sampler" and self.correction.needs_old_logp:
+            raise ValueError("grpo.old_logp_from=sampler makes the sampler's log-probs pi_old: the clipped ratio "
+                             "pi_theta / pi_sampler is then the correction (verl's bypass mode) and there is no trainer "
+                             "pi_old to weigh against; use rollout_correction=none, or grpo.old_logp_from=trainer")
+        self.old_logp_from = old_logp_from
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
@@ -120,7 +141,13 @@ class GroupRollout:
         attention_mask = torch.cat([prompt_mask.repeat_interleave(G, 0), out.mask.long()], dim=1)
         T = out.ids.shape[1]
         old_logp = ref_logp = None
-        if need_old_logp:
+        sampler_logp = out.logp  # [N, T] or None (an engine that gives no log-probs)
+        if sampler_logp is None and (self.old_logp_from == "sampler" or self.correction.needs_old_logp):
+            raise ValueError(f"the rollout engine ({type(self.engine).__name__}) returns no log-probs (Completions.logp): "
+                             "grpo.old_logp_from=sampler and rollout_correction=tis|mis need them")
+        if self.old_logp_from == "sampler":
+            old_logp = sampler_logp
+        elif need_old_logp or self.correction.needs_old_logp:
             with evaluating(policy):
                 old_logp = batched_logprobs(policy, input_ids, attention_mask, T, self.temperature, self.logprob_chunk)
         if reference is not None:
@@ -130,21 +157,28 @@ class GroupRollout:
 
         device = input_ids.device
         in_loss = keep & ~out.truncated.cpu() if self.mask_truncated else keep  # [N] rows whose tokens enter the loss
+        # tool results left out of the loss (context, not action); the attention mask keeps them: the policy reads them
+        completion_mask, update_advantages, mismatch = out.policy_mask & in_loss.to(device)[:, None], advantages.to(device), {}
+        if sampler_logp is not None and old_logp is not None and self.old_logp_from == "trainer":
+            mismatch = mismatch_stats(old_logp, sampler_logp, out.policy_mask)  # every policy token, in the loss or not
+            update_advantages, completion_mask, corrected = self.correction(update_advantages, completion_mask, old_logp, sampler_logp)
+            mismatch |= corrected
         batch = RolloutBatch(
             input_ids=input_ids,
-            attention_mask=attention_mask,
-            completion_mask=out.mask & in_loss.to(device)[:, None],
-            advantages=advantages.to(device),
+            attention_mask=attention_mask,  # tool results included: the policy sees them as context
+            completion_mask=completion_mask,
+            advantages=update_advantages,
             old_logp=old_logp,
             ref_logp=ref_logp,
+            sampler_logp=sampler_logp,
         )
         # the policy's behaviour over every completion drawn; the update's advantages over the rows it holds
         rewards = torch.cat([d.rewards for d in draws])
         correct = torch.cat([d.correct for d in draws])
-        lengths = torch.cat([d.out.mask.sum(-1).float().cpu() for d in draws])
+        lengths = torch.cat([d.out.policy_mask.sum(-1).float().cpu() for d in draws])  # the policy's tokens
         truncated = torch.cat([d.out.truncated.float().cpu() for d in draws])
         group_has_signal = torch.cat([d.group_has_signal for d in draws])
-        n_tokens = int(lengths.sum())
+        n_tokens = sum(int(d.out.mask.sum()) for d in draws)  # every token decoded, tool results included
         nonzero = advantages[advantages != 0]
         stats = {
             "reward_mean": rewards.mean().item(),
@@ -157,6 +191,7 @@ class GroupRollout:
             "zero_spread_frac": 1.0 - group_has_signal.float().mean().item(),
             "groups_updated": float(int(keep.view(-1, G)[:, 0].sum())),  # groups whose rows enter the loss
         }
+        stats |= {f"mismatch/{name}": value for name, value in mismatch.items()}  # rollout/mismatch/*
         if refill is not None:
             stats["gen_batches"] = float(len(draws))  # generation batches drawn this step (1 + extra)
             stats["groups_kept"] = float(int(keep_groups.sum()))  # informative groups the update holds (at most refill.groups)
@@ -169,9 +204,13 @@ class GroupRollout:
         if self.invalid_reward == "zero":
             stats["invalid_rewards"] = float(scores.invalid)
         timings = {"rollout_tokens_per_s": n_tokens / max(t_gen, 1e-9), "gen_time_s": t_gen, "score_time_s": t_score, "logp_time_s": t_logp}
+        tools, tool_timings = tool_stats([d.out for d in draws])  # rollout/tool/*, perf/tool_time_s (only with tools)
+        stats |= tools
+        timings |= tool_timings
         samples = [(p, text, r) for d in draws for p, text, r in zip(d.problems, d.texts, d.rewards.tolist())]
         ended = [not t for d in draws for t in d.out.truncated.tolist()]  # in the samples' order
-        return Rollout(batch, stats, timings, samples, scores.components, ended)
+        shown = [t for d in draws for t in (marked_texts(self.tokenizer, d.out) if d.out.tool_mask is not None else d.texts)]
+        return Rollout(batch, stats, timings, samples, scores.components, ended, shown, correct=correct)
 
     def _draw(self, problems, device, generator) -> Draw:
         """One generation batch: G completions of each of `problems`, scored, with their advantages."""
@@ -187,18 +226,30 @@ class GroupRollout:
         texts = self.tokenizer.batch_decode(out.ids.cpu(), skip_special_tokens=True)
         correct = torch.tensor([float(verified(self.task, p, c)) for p, c in zip(group_problems, texts)])
         rewards, step_rewards, step_end_mask, scores = self._score(group_problems, texts, out)
-        advantages = self.advantages(rewards, G, step_rewards, step_end_mask)  # [N] or [N, T]
+        extra = {"components": self._components(scores)} if getattr(self.advantages, "needs_components", False) else {}
+        if scores.outcome is not None:  # process_min + a verifier: the outcome as a term of its own
+            extra["outcome"] = torch.tensor(scores.outcome)
+        advantages = self.advantages(rewards, G, step_rewards, step_end_mask, **extra)  # [N] or [N, T]
         row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
         group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
         t_score = time.perf_counter() - t1
         return Draw(group_problems, texts, prompt_ids, prompt_mask, out, rewards, correct, advantages, group_has_signal,
                     scores, t_gen, t_score)
 
+    def _components(self, scores: Scores) -> dict[str, tuple[float, Tensor]]:
+        """For an estimator that normalises each reward component on its own (`needs_components`, e.g. supervision=gdpo):
+        {name: (its weight, its values [N], NaN where it abstained)}."""
+        weights = {name: c.weight for name, c in WeightedRewards.of(self.reward).components.items()}
+        return {name: (weights[name], torch.tensor([float("nan") if v is None else float(v) for v in values], dtype=torch.float64))
+                for name, values in scores.components.items()}
+
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
         process = self.advantages.needs_step_rewards
         ended = (~out.truncated.cpu()).tolist()  # [N] the policy wrote EOS (else max_new_tokens cut it): rewards that take it see it
-        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended)
+        apart = process and getattr(self.advantages, "outcome_apart", False)  # the estimator takes the outcome as its own term
+        scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended,
+                                                       outcome_apart=apart)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
         step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps,
@@ -206,4 +257,6 @@ class GroupRollout:
         rewards = torch.stack([
             step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
         ])
+        if scores.outcome is not None:  # the outcome term apart: in the logged reward too
+            rewards = rewards + torch.tensor(scores.outcome, dtype=rewards.dtype)
         return rewards, step_rewards, step_end_mask, scores

@@ -36,6 +36,17 @@ class Completions:
     ids: Tensor  # [B, T] long, right-padded with pad_token_id
     mask: Tensor  # [B, T] bool, real completion tokens (EOS included)
     truncated: Tensor  # [B] bool, hit max_new_tokens without EOS
+    logp: Tensor | None = None  # [B, T] float32 log-prob of each sampled token under the sampler (`token_logp`); 0 on padding
+    # tool use (grpo.rollout.tool_decode.sample_with_tools); all None when sampled without a toolbox
+    tool_mask: Tensor | None = None  # [B, T] bool, True on tool-result tokens (context, not the policy's action)
+    tool_calls: Tensor | None = None  # [B] long, calls that got a result
+    tool_errors: Tensor | None = None  # [B] long, of which the tool reported an error
+    tool_seconds: Tensor | None = None  # [B] float, wall-clock seconds in tools
+
+    @property
+    def policy_mask(self) -> Tensor:
+        """[B, T] bool: the policy's own tokens (EOS included), tool results left out."""
+        return self.mask if self.tool_mask is None else self.mask & ~self.tool_mask
 
 
 def cache_kwarg(model) -> str:
@@ -68,6 +79,17 @@ def _next_token(
         choice = torch.searchsorted(cdf, (uniforms * cdf[:, -1])[:, None].contiguous(), right=True)
         choice = choice.clamp(max=probs.shape[-1] - 1)
     return (order.gather(-1, choice) if order is not None else choice).squeeze(-1)
+
+
+def token_logp(logits: Tensor, token: Tensor, temperature: float) -> Tensor:
+    """logits [B, V], token [B] -> log-prob of each token [B] (float32) in the trainer's convention
+    (grpo.rollout.logprobs._token_logprobs): softmax(logits / temperature), unscaled at temperature 0 or 1,
+    top_p NOT applied (the trainer's log-probs have no nucleus either, so a ratio of the two measures only
+    the numerical mismatch, never the truncation)."""
+    logits = logits.float()
+    if temperature not in (0, 1):
+        logits = logits / temperature
+    return torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
 
 
 def row_uniforms(row_seeds: list[int], steps: int, device) -> Tensor:
@@ -128,6 +150,7 @@ def sample(
     uniforms = row_uniforms(row_seeds, max_new_tokens, device) if row_seeds is not None and temperature > 0 else None
     cache_arg = cache_kwarg(model)
     out_ids = torch.full((batch, max_new_tokens), pad_token_id, dtype=torch.long, device=device)
+    out_logp = torch.zeros(batch, max_new_tokens, dtype=torch.float32, device=device)  # the sampler's log-probs
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
@@ -149,6 +172,7 @@ def sample(
     for step in range(max_new_tokens):
         token = _next_token(logits, temperature, top_p, generator, None if uniforms is None else uniforms[alive, step])  # [b]
         out_ids[alive, step] = token.masked_fill(stopped, pad_token_id)
+        out_logp[alive, step] = token_logp(logits, token, temperature).masked_fill(stopped, 0.0)
         lengths[alive] += (~stopped).long()
         done = (token == eos_token_id) & ~stopped
         finished[alive] |= done
@@ -173,4 +197,4 @@ def sample(
 
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]
     width = int(lengths.max()) if batch else 0
-    return Completions(ids=out_ids[:, :width], mask=mask[:, :width], truncated=~finished)
+    return Completions(ids=out_ids[:, :width], mask=mask[:, :width], truncated=~finished, logp=out_logp[:, :width])

@@ -7,6 +7,8 @@ sit; `grpo.rollout.steps` turns the characters into tokens).
 - `MarkerSteps`: a marker closes each step (``;`` in ``7*3=21;21+12=33;A:33``) or opens it
   (``Step 1: ... Step 2: ...``, with ``opens=True``).
 - `RegexSteps`: each match of a regular expression is a step.
+- `TurnSteps`: with tools, each policy turn is a step: it ends where a tool call closes (just before the
+  tool's result), and the text after the last result is the final step.
 
 A step ends at its last non-space character; blank steps are skipped. Segmenters are pure and never raise on
 any text (a completion may be anything the policy wrote).
@@ -103,11 +105,36 @@ class RegexSteps:
         return [e for e in ends if e is not None]
 
 
+@dataclass(frozen=True)
+class TurnSteps:
+    """One step per policy turn of a transcript with tool results (the `tools` group's call format finds them:
+    `format.result_spans`): a turn ends at the last non-space character before a result (where the call closes);
+    the text after the last result, if not blank, is the final step. Without results the whole text is one step.
+    e.g. "7*3=<<21>>;+12=<<33>>;A:33" with results "<<21>>", "<<33>>" -> steps end at the two '='s and the final '3'."""
+
+    format: object = None
+
+    def __post_init__(self):
+        if self.format is None or not hasattr(self.format, "result_spans"):
+            raise ValueError("steps=turns splits a transcript at its tool results: choose a toolbox too (tools=calculator "
+                             "or tools=python), or another steps option (steps=line | marker | regex)")
+
+    def __call__(self, text: str) -> list[int]:
+        ends, start = [], 0
+        for span_start, span_end in sorted(self.format.result_spans(text)):
+            end = _last_non_space(text, start, span_start)
+            if end is not None:
+                ends.append(end)
+            start = max(start, span_end)
+        tail = _last_non_space(text, start, len(text))
+        return ends + ([tail] if tail is not None else [])
+
+
 def check_segmenter(segmenter, key: str = "step_labels.segmenter"):
     """`segmenter` if it maps a text to step ends; a clear error otherwise (e.g. a string where a component belongs)."""
     if not callable(segmenter):
         raise ValueError(
             f"{key}={segmenter!r} is not a step segmenter; choose one with the steps group: steps=line | steps=marker "
-            "(steps.marker=';' or steps.marker='Step \\d+:' steps.opens=true) | steps=regex steps.pattern=<regex>"
+            "(steps.marker=';' or steps.marker='Step \\d+:' steps.opens=true) | steps=regex steps.pattern=<regex> | steps=turns (with tools)"
         )
     return segmenter

@@ -4,7 +4,9 @@
   models and the built-in tiny model (`"{prompt}"`, the default, leaves it as the task wrote it).
 - `ChatPrompt` (prompt=chat): the tokenizer's chat template over the problem's conversation (a user
   turn holding the task's prompt text, or the row's own messages), with an optional system prompt and
-  the generation prompt added, for instruct models.
+  the generation prompt added, for instruct models. When the tools' calls use the template's own format
+  (tools.format=chat), their schemas go to the template (`apply_chat_template(tools=...)`), which lists
+  them in its system turn; `tool_schemas(toolbox)` says which.
 
 `FormattedTask(task, prompt)` is the task as the rest of the run sees it: its problems' `prompt` is
 the rendered text (the warm start's prompts too); its checkers get the task's own problems back.
@@ -15,6 +17,22 @@ from __future__ import annotations
 from dataclasses import replace
 
 from grpo.tasks.base import Problem, Task, verified
+
+
+def tool_schemas(toolbox) -> list[dict] | None:
+    """The schemas (OpenAI function dicts) the chat template lists, or None: only tools called in the template's
+    own format (grpo.tools.chat.ChatFormat) are described there; other formats are taught by the prompt or the warm start."""
+    from grpo.tools.chat import ChatFormat
+
+    if toolbox is None or not isinstance(toolbox.format, ChatFormat):
+        return None
+    tools = list(toolbox.tools.values())  # Toolbox.tools: {name: tool}
+    missing = [getattr(tool, "name", repr(tool)) for tool in tools if not isinstance(getattr(tool, "schema", None), dict)]
+    if missing:
+        raise ValueError(f"tools.format=chat lists every tool in the chat template, and {missing} have no `schema`: give the "
+                         "tool class a `schema` property returning {'type': 'function', 'function': {'name': ..., "
+                         "'description': ..., 'parameters': {...JSON schema...}}}")
+    return [tool.schema for tool in tools]
 
 
 def conversation(problem: Problem) -> list[dict]:
@@ -38,7 +56,8 @@ class PlainPrompt:
             ) from None
         self.template = template
 
-    def bind(self, tokenizer) -> "PlainPrompt":
+    def bind(self, tokenizer, tools: list[dict] | None = None) -> "PlainPrompt":
+        """`tools` is always None here (tool_schemas gives schemas only to the chat template's own call format)."""
         return self
 
     def render(self, problem: Problem) -> str:
@@ -51,8 +70,9 @@ class ChatPrompt:
     def __init__(self, system: str | None = None):
         self.system = system
         self.tokenizer = None
+        self.tools: list[dict] | None = None  # the tools' schemas the template lists (bind's `tools`)
 
-    def bind(self, tokenizer) -> "ChatPrompt":
+    def bind(self, tokenizer, tools: list[dict] | None = None) -> "ChatPrompt":
         if not getattr(tokenizer, "chat_template", None):
             name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
             raise ValueError(
@@ -61,7 +81,7 @@ class ChatPrompt:
                 "that ships one (an -Instruct / -Chat model), or set tokenizer.chat_template in that directory's "
                 "tokenizer_config.json."
             )
-        self.tokenizer = tokenizer
+        self.tokenizer, self.tools = tokenizer, (list(tools) if tools else None)
         return self
 
     def render(self, problem: Problem) -> str:
@@ -70,7 +90,8 @@ class ChatPrompt:
         messages = conversation(problem)
         if self.system and messages[0].get("role") != "system":
             messages = [{"role": "system", "content": self.system}] + messages
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        listed = {"tools": self.tools} if self.tools else {}  # tools=none: the call is as it always was
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **listed)
 
 
 class FormattedTask(Task):
