@@ -174,3 +174,21 @@ def test_tool_share_needs_tools(tmp_path):
     with open_dict(cfg):
         cfg.tools = OmegaConf.create({"_target_": "grpo.tools.toolbox.Toolbox"})  # what tools=calculator gives
     check_config(cfg)
+
+
+def test_the_demo_and_its_baseline_differ_only_in_tools(tmp_path):
+    from omegaconf import OmegaConf
+
+    from grpo.checks import check_config
+    from grpo_testkit import compose_config
+
+    demo = compose_config(["experiment=tools_demo"], output_dir=tmp_path)
+    baseline = compose_config(["experiment=tools_demo_baseline"], output_dir=tmp_path)
+    for cfg in (demo, baseline):
+        check_config(cfg)
+    assert demo.task.tool_share == 0.5 and demo.tools.format._target_ == "grpo.tools.inline.InlineFormat"
+    assert baseline.task.tool_share == 0.0 and not baseline.tools
+    plain = lambda cfg: OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k not in ("hydra", "tools")]))  # noqa: E731
+    demo_plain, baseline_plain = plain(demo), plain(baseline)
+    demo_plain["task"].pop("tool_share"), baseline_plain["task"].pop("tool_share")
+    assert demo_plain == baseline_plain  # the same problems, model, warm start and GRPO settings
