@@ -121,6 +121,12 @@ def build(cfg: DictConfig):
     reward_source = supervise(instantiate_clearly(cfg.reward), instantiate_clearly(cfg.advantage).needs_step_rewards)
     loss = instantiate_clearly(cfg.loss)
     toolbox = instantiate_toolbox(cfg)
+    written = getattr(task, "call_format", None)  # how the task's worked solutions write calls (the warm start's habit)
+    if toolbox is not None and written is not None and type(toolbox.format) is not type(written):
+        raise ConfigError(f"task={HydraConfig.get().runtime.choices.get('task') if HydraConfig.initialized() else cfg.task._target_} "
+                          f"writes its calls as {type(written).__name__}, but the toolbox reads {type(toolbox.format).__name__}: "
+                          "no call would ever close. Use the toolbox made for the task (tools=calculator for "
+                          "task=arithmetic_tools), or a task without calls in its solutions")
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []
     if cfg.trainer.get("enable_progress_bar") is False:  # the user turned the bar off: ours too
         callbacks = [c for c in callbacks if not isinstance(c, ProgressBar)]

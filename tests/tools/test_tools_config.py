@@ -46,3 +46,15 @@ def test_chat_prompts_list_the_tools_through_the_pipeline(tmp_path):
     plain = load_policy(without)[0].train_problems()[0].prompt
     assert "python" not in plain and prompt.endswith(plain.split("<|im_start|>user")[-1])
     assert warm_start_key(with_tools) != warm_start_key(without)  # a warm start with tools is cached apart
+
+
+def test_a_toolbox_that_cannot_read_the_tasks_calls_is_refused(tmp_path):
+    """task=arithmetic_tools writes inline calls (<<a+b=); tools=python reads code blocks: refused before anything loads."""
+    import pytest
+
+    from grpo.checks import ConfigError
+    from grpo.pipeline import build
+
+    cfg = compose_config(["task=arithmetic_tools", tools_override("python")], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="writes its calls as InlineFormat, but the toolbox reads MarkdownFormat"):
+        build(cfg)
