@@ -88,18 +88,26 @@ def test_process_supervision_sums_weighted_steps_and_places_outcome_values_at_th
     assert scores.rewards is None
 
 
+class TwoStepPRM:
+    """A step component: steps ending at characters 0 (0.25) and 2 (0.5) of every non-blank completion."""
+
+    def __call__(self, problems, completions):
+        return [0.0] * len(completions)
+
+    def steps(self, problems, completions):
+        return [[(0, 0.25), (2, 0.5)] if t.strip() else [] for t in completions]
+
+
+def prm_and_verifier() -> WeightedRewards:
+    """reward=prm_verifier's shape: the PRM (weight 1) and a verifier whose outcomes are 1, 0, 1 (weight 2)."""
+    return WeightedRewards({"model": {"fn": TwoStepPRM(), "weight": 1.0}, "verifier": {"fn": fixed([1.0, 0.0, 1.0]), "weight": 2.0}})
+
+
 def test_an_outcome_value_lands_on_the_last_step_of_the_step_components():
     """reward=prm_verifier: the verifier's outcome is the final step's reward, added where the PRM's last step ends
     (not on a trailing newline after it, which would be a step of its own), at the last character without steps."""
 
-    class PRM:
-        def __call__(self, problems, completions):
-            return [0.0] * len(completions)
-
-        def steps(self, problems, completions):
-            return [[(0, 0.25), (2, 0.5)] if t.strip() else [] for t in completions]
-
-    reward = WeightedRewards({"model": {"fn": PRM(), "weight": 1.0}, "verifier": {"fn": fixed([1.0, 0.0, 1.0]), "weight": 2.0}})
+    reward = prm_and_verifier()
     scores = reward.score([P] * 3, ["1;2\n", "1;2", "  "], process=True)
     # row 0: step at 2 gets 0.5 + 2 * 1.0 = 2.5 (on 3d22abe the verifier sat at the newline, index 3, a third step)
     assert scores.steps == [[(0, 0.25), (2, 2.5)], [(0, 0.25), (2, 0.5)], [(1, 2.0)]]
@@ -110,14 +118,7 @@ def test_outcome_apart_keeps_the_outcome_off_the_steps():
     components' weighted sum per completion, and step rewards from the step components alone; an outcome
     component alone still gives each completion its one step."""
 
-    class PRM:
-        def __call__(self, problems, completions):
-            return [0.0] * len(completions)
-
-        def steps(self, problems, completions):
-            return [[(0, 0.25), (2, 0.5)] if t.strip() else [] for t in completions]
-
-    reward = WeightedRewards({"model": {"fn": PRM(), "weight": 1.0}, "verifier": {"fn": fixed([1.0, 0.0, 1.0]), "weight": 2.0}})
+    reward = prm_and_verifier()
     scores = reward.score([P] * 3, ["1;2\n", "1;2", "  "], process=True, outcome_apart=True)
     assert scores.steps == [[(0, 0.25), (2, 0.5)], [(0, 0.25), (2, 0.5)], []]
     assert scores.outcome == [2.0, 0.0, 2.0]  # 2 * the verifier's value

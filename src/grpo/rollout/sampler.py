@@ -120,6 +120,41 @@ def _decode_mask(model, prompt_mask: Tensor, max_new_tokens: int) -> Tensor:
     return mask.long()
 
 
+def prefill(model, prompt_ids: Tensor, prompt_mask: Tensor, width: int, num_samples: int, cache_arg: str):
+    """Encode the left-padded prompts [B, P] once and share each one's activations across its `num_samples` rows:
+    (FastDecoder or None, the transformers cache, logits [B*G, V] of the first token, its position [B*G, 1], the
+    attention mask of every decoding step [B*G, ..., P + width], sliced per step)."""
+    positions = position_ids_from_mask(prompt_mask)
+    out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=positions, use_cache=True, logits_to_keep=1)
+    cache = out[cache_arg]
+    logits = out.logits[:, -1]  # [B, V]
+    next_pos = positions[:, -1:] + 1  # [B, 1]
+    full_mask = _decode_mask(model, prompt_mask, width)  # [B, ..., P + width]
+    decoder = fast_decode.FastDecoder(model, cache, prompt_ids.shape[1] + width, num_samples) if fast_decode.supports(model) else None
+    if num_samples > 1:  # [B, ...] -> [B*G, ...]
+        if decoder is None:
+            cache.batch_repeat_interleave(num_samples)
+        logits, next_pos, full_mask = (x.repeat_interleave(num_samples, dim=0) for x in (logits, next_pos, full_mask))
+    return decoder, cache, logits, next_pos, full_mask
+
+
+def keep_rows(decoder, cache, keep: Tensor) -> None:
+    """Keep only the running rows `keep` in the decode state: the FastDecoder's K/V, or transformers' cache."""
+    if decoder is not None:
+        decoder.select(keep)
+    else:
+        cache.batch_select_indices(keep)
+
+
+def decode_step(model, decoder, cache, cache_arg: str, token: Tensor, position: Tensor, attention_mask: Tensor):
+    """One token [b] per running row through the cache: (cache, logits [b, V]); the FastDecoder when there is one,
+    else the model's forward with its cache."""
+    if decoder is not None:
+        return cache, decoder.step(token, position, attention_mask)
+    out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=position, use_cache=True, **{cache_arg: cache})
+    return out[cache_arg], out.logits[:, -1]
+
+
 @torch.no_grad()
 def sample(
     model,
@@ -154,18 +189,7 @@ def sample(
     lengths = torch.zeros(batch, dtype=torch.long, device=device)
     finished = torch.zeros(batch, dtype=torch.bool, device=device)
 
-    positions = position_ids_from_mask(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out[cache_arg]
-    logits = out.logits[:, -1]  # [B, V]
-    next_pos = positions[:, -1:] + 1  # [B, 1]
-    full_mask = _decode_mask(model, prompt_mask, max_new_tokens)  # [B, ..., P + max_new_tokens]; sliced per step
-    # share the prompt's activations across its group: [B, ...] -> [B*G, ...]
-    decoder = fast_decode.FastDecoder(model, cache, P + max_new_tokens, num_samples) if fast_decode.supports(model) else None
-    if num_samples > 1:
-        if decoder is None:
-            cache.batch_repeat_interleave(num_samples)
-        logits, next_pos, full_mask = (x.repeat_interleave(num_samples, dim=0) for x in (logits, next_pos, full_mask))
+    decoder, cache, logits, next_pos, full_mask = prefill(model, prompt_ids, prompt_mask, max_new_tokens, num_samples, cache_arg)
     alive = torch.arange(batch, device=device)  # rows of the full batch in the running batch
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # running rows that emitted EOS (not yet dropped)
 
@@ -183,16 +207,9 @@ def sample(
         if n_stopped and n_stopped >= COMPACT_FRACTION * len(alive):  # drop finished rows from the batch and cache
             keep = (~stopped).nonzero().squeeze(-1)
             alive, token, next_pos, full_mask, stopped = alive[keep], token[keep], next_pos[keep], full_mask[keep], stopped[keep]
-            if decoder is not None:
-                decoder.select(keep)
-            else:
-                cache.batch_select_indices(keep)
+            keep_rows(decoder, cache, keep)
         attention_mask = full_mask[..., : P + step + 1]  # the prompt's padding, then the tokens so far
-        if decoder is not None:
-            logits = decoder.step(token, next_pos, attention_mask)
-        else:
-            out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **{cache_arg: cache})
-            cache, logits = out[cache_arg], out.logits[:, -1]
+        cache, logits = decode_step(model, decoder, cache, cache_arg, token, next_pos, attention_mask)
         next_pos = next_pos + 1
 
     mask = torch.arange(max_new_tokens, device=device)[None, :] < lengths[:, None]

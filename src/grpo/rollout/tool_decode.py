@@ -21,10 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from grpo.models.capabilities import position_ids_from_mask
-from grpo.rollout import fast_decode
-from grpo.rollout.sampler import (COMPACT_FRACTION, Completions, _decode_mask, _next_token, cache_kwarg, generator_on, token_logp,
-                                  row_uniforms)
+from grpo.rollout.sampler import (COMPACT_FRACTION, Completions, _next_token, cache_kwarg, decode_step, generator_on, keep_rows,
+                                  prefill, row_uniforms, token_logp)
 
 
 def closing_table(toolbox, vocab_size: int, device) -> torch.Tensor:
@@ -60,18 +58,8 @@ def sample_with_tools(
     calls, errors, seconds = [0] * batch, [0] * batch, [0.0] * batch
     queued: dict[int, list[int]] = {}  # row of the full batch -> result tokens still to feed it
 
-    positions = position_ids_from_mask(prompt_mask)
-    out = model(input_ids=prompt_ids, attention_mask=prompt_mask.long(), position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache = out[cache_arg]
-    logits = out.logits[:, -1]  # [B, V]
+    decoder, cache, logits, next_pos, full_mask = prefill(model, prompt_ids, prompt_mask, width, num_samples, cache_arg)
     closing = closing_table(toolbox, logits.shape[-1], device)  # [V]
-    next_pos = positions[:, -1:] + 1  # [B, 1]
-    full_mask = _decode_mask(model, prompt_mask, width)  # [B, ..., P + width]; sliced per step
-    decoder = fast_decode.FastDecoder(model, cache, P + width, num_samples) if fast_decode.supports(model) else None
-    if num_samples > 1:
-        if decoder is None:
-            cache.batch_repeat_interleave(num_samples)
-        logits, next_pos, full_mask = (x.repeat_interleave(num_samples, dim=0) for x in (logits, next_pos, full_mask))
     alive = torch.arange(batch, device=device)  # rows of the full batch in the running batch
     alive_rows = list(range(batch))  # the same, on the host
     stopped = torch.zeros(batch, dtype=torch.bool, device=device)  # running rows that ended (not yet dropped)
@@ -105,16 +93,9 @@ def sample_with_tools(
             keep = (~stopped).nonzero().squeeze(-1)
             alive_rows = [alive_rows[i] for i in keep.tolist()]
             alive, token, next_pos, full_mask, stopped = alive[keep], token[keep], next_pos[keep], full_mask[keep], stopped[keep]
-            if decoder is not None:
-                decoder.select(keep)
-            else:
-                cache.batch_select_indices(keep)
+            keep_rows(decoder, cache, keep)
         attention_mask = full_mask[..., : P + step + 1]  # the prompt's padding, then the tokens so far
-        if decoder is not None:
-            logits = decoder.step(token, next_pos, attention_mask)
-        else:
-            out = model(input_ids=token[:, None], attention_mask=attention_mask, position_ids=next_pos, use_cache=True, **{cache_arg: cache})
-            cache, logits = out[cache_arg], out.logits[:, -1]
+        cache, logits = decode_step(model, decoder, cache, cache_arg, token, next_pos, attention_mask)
         next_pos = next_pos + 1
 
     mask = torch.arange(width, device=device)[None, :] < lengths[:, None]
