@@ -120,7 +120,9 @@ class GRPOModule(L.LightningModule):
         rows = mask.shape[0]
         if batch.update == 0 and minibatch["sampler_logp"] is not None and "mismatch/ratio_mean" not in self.last_rollout.stats:
             # the step's first update, before any optimizer step: logp is the trainer's pi_old (its rows only, with mini-batches)
-            self._log_mismatch(logp.detach(), minibatch["sampler_logp"], minibatch["attention_mask"][:, -mask.shape[1]:])
+            policy = minibatch.get("policy_mask")  # with tools: tool results are not the sampler's (its logp there is 0)
+            policy = minibatch["attention_mask"][:, -mask.shape[1]:].bool() if policy is None else policy
+            self._log_mismatch(logp.detach(), minibatch["sampler_logp"], policy)
         self.log("train/loss", loss.detach(), on_step=False, on_epoch=True, sync_dist=True, batch_size=rows)
         # token statistics are measurements only where tokens enter the loss. Every rank logs the same keys (their
         # epoch-end sync is a collective): all of them when any rank's update has tokens, weighted 0 where it has none
@@ -131,8 +133,8 @@ class GRPOModule(L.LightningModule):
         return loss
 
     def _log_mismatch(self, trainer_logp, sampler_logp, completion_tokens) -> None:
-        """rollout/mismatch/* of the update's completion tokens (grpo.algo.rollout_correction.mismatch_stats), as the
-        rollout logs them when it computes the trainer's log pi_old itself."""
+        """rollout/mismatch/* of the update's policy tokens, in the loss or not (tool results left out;
+        grpo.algo.rollout_correction.mismatch_stats), as the rollout logs them when it computes the trainer's log pi_old."""
         n_tokens = int(completion_tokens.sum())
         stats = mismatch_stats(trainer_logp, sampler_logp, completion_tokens)
         self.log_dict({f"rollout/mismatch/{k}": v for k, v in stats.items()}, on_step=False, on_epoch=True, sync_dist=True,

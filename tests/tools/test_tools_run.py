@@ -4,6 +4,7 @@ perf/tool_time_s; a run with tools=none logs none of them (tests/test_pipeline.p
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from grpo.pipeline import build, run
@@ -39,3 +40,16 @@ def test_samples_panel_marks_tool_results(base_overrides, tmp_path):
     rollout = module.rollout(module.policy, None, problems, torch.Generator().manual_seed(0))
     assert rollout.stats["tool/calls_per_completion"] > 0
     assert any(RESULT_MARKS[0] in text for text in rollout.shown)
+
+
+def test_the_mismatch_with_tools_is_over_the_policys_tokens(base_overrides, tmp_path):
+    """grpo.old_logp_from=sampler with tools: the mismatch measured at the first update leaves the tool results out (the
+    sampler gives them no log-prob), so in float32 on CPU it is ~0 as without tools."""
+    cfg = compose_config(base_overrides + FAKE_TOOLS + ["grpo.old_logp_from=sampler", "grpo.mu=2", "grpo.minibatch_prompts=2",
+                                                        "eval.every_n_steps=100", "reward._target_=grpo_testkit.DigitShareReward"],
+                         output_dir=tmp_path)
+    run(cfg)
+    scalars = read_scalars(tmp_path / "tb")
+    assert any(v > 0 for _, v in scalars["rollout/tool/calls_per_completion"])
+    assert [v for _, v in scalars["rollout/mismatch/ratio_mean"]] == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert [v for _, v in scalars["rollout/mismatch/outside_frac"]] == [0.0, 0.0]

@@ -19,6 +19,8 @@ class RolloutBatch:
     old_logp: Tensor | None  # [N, T] log pi_old; None when the single update per rollout is on-policy
     ref_logp: Tensor | None  # [N, T] log pi_ref; None when beta == 0
     sampler_logp: Tensor | None = None  # [N, T] log-probs the rollout engine sampled with; None if it gives none
+    policy_mask: Tensor | None = None  # [N, T] bool: the policy's own tokens, in the loss or not (tool results out); None:
+                                       # the attention mask's completion part
 
     def rows(self, index: Tensor) -> dict[str, Tensor | None]:
         """The rows `index` as a training mini-batch, padding trimmed to its longest prompt and completion."""
@@ -30,7 +32,7 @@ class RolloutBatch:
         seq_end = part["input_ids"].shape[1] - (T - keep_t)
         for name in ("input_ids", "attention_mask"):
             part[name] = part[name][:, drop_p:seq_end]
-        for name in ("completion_mask", "old_logp", "ref_logp", "sampler_logp"):
+        for name in ("completion_mask", "old_logp", "ref_logp", "sampler_logp", "policy_mask"):
             if part[name] is not None:
                 part[name] = part[name][:, :keep_t]
         if part["advantages"].dim() == 2:
