@@ -123,8 +123,8 @@ def build(cfg: DictConfig):
     toolbox = instantiate_toolbox(cfg)
     written = getattr(task, "call_format", None)  # how the task's worked solutions write calls (the warm start's habit)
     if toolbox is not None and written is not None and type(toolbox.format) is not type(written):
-        raise ConfigError(f"task={HydraConfig.get().runtime.choices.get('task') if HydraConfig.initialized() else cfg.task._target_} "
-                          f"writes its calls as {type(written).__name__}, but the toolbox reads {type(toolbox.format).__name__}: "
+        raise ConfigError(f"task {cfg.task._target_} writes its calls as {type(written).__name__}, but the toolbox reads "
+                          f"{type(toolbox.format).__name__}: "
                           "no call would ever close. Use the toolbox made for the task (tools=calculator for "
                           "task=arithmetic_tools), or a task without calls in its solutions")
     callbacks = [instantiate_clearly(c) for c in cfg.callbacks.values()] if cfg.get("callbacks") else []

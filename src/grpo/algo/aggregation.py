@@ -41,7 +41,7 @@ def constant_mean(per_token: Tensor, mask: Tensor, *, num_tokens=None, max_len: 
     N, T = mask.shape
     if max_len is None:
         max_len = T
-    longest = int(mask.sum(dim=1).max()) if N else 0
+    longest = int(mask.sum(dim=1).max()) if max_len < T and N else 0  # a host sync only when T exceeds it (tools)
     if max_len < longest:
         raise ValueError(f"max_len={max_len} is shorter than a completion given ({longest} tokens in the loss): "
                          "pass sampling.max_new_tokens")
