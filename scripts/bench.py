@@ -4,6 +4,7 @@
     .venv/bin/python scripts/bench.py       # CPU: built-in tiny model, G=8, 16 prompts/step, 64 new tokens
     .venv/bin/python scripts/bench.py --profile --json out.json   # + top operators of one step per side, raw data
     .venv/bin/python scripts/bench.py --model qwen2-0.5b --rounds 1 --precision bf16   # GPU: Qwen2.5-0.5B's shape
+    .venv/bin/python scripts/bench.py --mu 2 --old-logp-from sampler   # 2 updates per rollout, pi_old = the sampler's log-probs
 
 (a) rollout tokens/s: the config's engine (`module.rollout.engine`) against `model.generate(do_sample=True)`, same
 prompts x G, alternating; tokens up to and including EOS. (b) GRPO step time as `train.py` runs it (`grpo.pipeline.build`,
@@ -11,7 +12,7 @@ prompts x G, alternating; tokens up to and including EOS. (b) GRPO step time as 
 into rollout and update (with its model FLOPs utilisation). (c) peak memory added by training (CUDA allocated, or CPU
 resident set). (d) TRL's GRPOTrainer at an equal setting: same weights, tokenizer and questions in order, G, completion
 length, temperature 1, no top_p/top_k, constant lr, AdamW betas (0.9, 0.99), clipping 1.0, beta 0.04 (k3), loss_type
-"grpo" (= aggregation=sequence), group-std scaling, one update per rollout, no gradient checkpointing, equal-reward
+"grpo" (= aggregation=sequence), group-std scaling, `--mu` updates per rollout (1; TRL num_iterations), no gradient checkpointing, equal-reward
 groups kept. (b) and (d) run in two child processes taking steps in turn (`Turns`), so both see the same load. Step
 times: medians after `--warmup` steps over `--rounds` seeds; learning: mean reward over the last half of the steps ± SE.
 
@@ -56,7 +57,7 @@ def make_config(args, output_dir: str):
     """The run's config: the bench's setting, with the Trainer's logger, callbacks and evaluation off."""
     overrides = [
         f"grpo.group_size={args.group_size}", f"grpo.prompts_per_step={args.prompts}", f"grpo.steps={args.steps}", f"grpo.beta={args.beta}",
-        "grpo.aggregation=sequence", "grpo.mu=1", "grpo.minibatch_prompts=null", "grpo.skip_zero_spread=false", "kl=k3",
+        "grpo.aggregation=sequence", f"grpo.mu={args.mu}", f"grpo.old_logp_from={args.old_logp_from}", "grpo.minibatch_prompts=null", "grpo.skip_zero_spread=false", "kl=k3",
         f"sampling.max_new_tokens={args.max_new_tokens}", "sampling.temperature=1.0", "sampling.top_p=1.0", f"optimizer.lr={args.lr}",
         "lr_scheduler=constant", f"seed={args.seed}", f"output_dir={output_dir}", "~callbacks", "module.log_samples=0",
         f"trainer.precision={'bf16-mixed' if args.precision == 'bf16' else '32-true'}", "++trainer.enable_checkpointing=false",
@@ -161,7 +162,7 @@ def worker_ours(args) -> dict:
     """(b): this project's GRPO steps, in a child process."""
     import lightning as L
     module, datamodule, trainer = build(args, "bench-ours-")
-    turns, record = Turns(args), {"rewards": [], "gen_s": [], "rollout_s": [], "gen_tokens": [], "update_flops": []}
+    turns, record = Turns(args), {"rewards": [], "gen_s": [], "rollout_s": [], "logp_s": [], "gen_tokens": [], "update_flops": []}
 
     class Probe(L.Callback):
         def on_train_start(self, trainer, pl_module):
@@ -175,6 +176,7 @@ def worker_ours(args) -> dict:
             record["rewards"].append(rollout.stats["reward_mean"])
             record["gen_s"].append(rollout.timings["gen_time_s"])
             record["rollout_s"].append(sum(rollout.timings[k] for k in ("gen_time_s", "score_time_s", "logp_time_s")))
+            record["logp_s"].append(rollout.timings["logp_time_s"])
             record["gen_tokens"].append(completion_tokens)
             record["update_flops"].append(update_flops(pl_module.policy, prompt_tokens + completion_tokens, completion_tokens))
             turns.step_end(trainer.current_epoch, last=trainer.current_epoch + 1 >= args.steps)
@@ -219,15 +221,16 @@ def worker_trl(args) -> dict:
         def on_train_begin(self, *a, **kw):
             turns.ready()
 
-        def on_step_end(self, _, state, *a, **kw):
-            turns.step_end(state.global_step - 1, last=state.global_step >= args.steps)
+        def on_step_end(self, _, state, *a, **kw):  # one of our steps = one generation + mu optimizer steps
+            if state.global_step % args.mu == 0:
+                turns.step_end(state.global_step // args.mu - 1, last=state.global_step >= args.steps * args.mu)
 
     config = GRPOConfig(  # per_device_train_batch_size = completions per step: one optimizer step per rollout
         output_dir=cfg.output_dir, per_device_train_batch_size=args.prompts * args.group_size, gradient_accumulation_steps=1,
         num_generations=args.group_size, max_completion_length=args.max_new_tokens, temperature=1.0, top_p=1.0, top_k=0,
         learning_rate=args.lr, lr_scheduler_type="constant", adam_beta1=0.9, adam_beta2=0.99, weight_decay=0.0, max_grad_norm=1.0,
-        beta=args.beta, loss_type="grpo", epsilon=0.2, scale_rewards="group", num_iterations=1, mask_truncated_completions=False,
-        bf16=args.precision == "bf16", fp16=False, use_cpu=not CUDA, gradient_checkpointing=False, max_steps=args.steps,
+        beta=args.beta, loss_type="grpo", epsilon=0.2, scale_rewards="group", num_iterations=args.mu, mask_truncated_completions=False,
+        bf16=args.precision == "bf16", fp16=False, use_cpu=not CUDA, gradient_checkpointing=False, max_steps=args.steps * args.mu,
         logging_steps=10**9, save_strategy="no", report_to=[], disable_tqdm=True, log_completions=False, seed=args.seed,
         shuffle_dataset=False, dataloader_num_workers=0,  # the dataset is already in this project's order
     )
@@ -324,6 +327,7 @@ def report(args, rates, ours, trl) -> str:
     row("      GRPO steps/s", 1 / med(o_steps), 1 / med(t_steps), fmt="{:.3f}")
     row("      of which generation, s", med(o_gen), med(t_gen), False, "{:.2f}")
     row("      the rest (scoring, ref log-probs, update), s", med(o_steps) - med(o_gen), med(t_steps) - med(t_gen), False, "{:.2f}")
+    rows.append(("      of which old-policy + reference log-probs, s", f"{med(pick(ours, 'logp_s')):.2f}", "-", "-"))
     row("(c) peak memory added by training, MB", mem(ours, "added_mb"), mem(trl, "added_mb"), False, "{:.0f}")
     row("    peak memory of the process, MB", mem(ours, "peak_mb"), mem(trl, "peak_mb"), False, "{:.0f}")
     (o_r, o_se), (t_r, t_se) = late_reward(ours), late_reward(trl)
@@ -348,8 +352,11 @@ def parse_args(argv=None):
         ("--lr", 1e-4, None), ("--beta", 0.04, None), ("--steps", 8, "GRPO steps per run and side"),
         ("--warmup", 2, "first steps of each run left out of the timings"), ("--rounds", 2, "runs per side (each with its own seed)"),
         ("--gen-rounds", 12, "timed repetitions of (a) per side"), ("--threads", 2, "torch threads on CPU"), ("--seed", 0, None),
+        ("--mu", 1, "updates per rollout (grpo.mu; TRL's num_iterations); >1 needs log pi_old"),
     ]:
         p.add_argument(flag, type=type(default), default=default, help=help_)
+    p.add_argument("--old-logp-from", choices=["trainer", "sampler"], default="trainer",
+                   help="grpo.old_logp_from: log pi_old by a policy forward after the rollout, or the sampler's own log-probs")
     p.add_argument("--warmstart-steps", type=int, default=None, help="supervised warm start of the tiny model (default: the config's)")
     p.add_argument("--profile", action="store_true", help="also print each side's top operators over one step (the first timed one)")
     p.add_argument("--peak-tflops", type=float, default=None, help="dense peak of the device, for MFU")
@@ -383,6 +390,7 @@ def main() -> None:
         trl.append(results["trl"])
         print(f"round {r + 1} of (b)-(d) done in {time.time() - t1:.0f} s", flush=True)
     settings = (f"model={args.model}, G={args.group_size}, {args.prompts} prompts/step, {args.max_new_tokens} new tokens, lr={args.lr}, "
+                f"mu={args.mu}, old log-probs from the {args.old_logp_from} (TRL: its own forward), "
                 f"beta={args.beta}, {args.precision}, {args.steps} steps x {args.rounds} rounds (first {args.warmup} untimed)")
     load_end = os.getloadavg()
     print(f"\n{settings}\nload average at the end {load_end[0]:.1f} / {load_end[1]:.1f}; total {time.time() - t0:.0f} s\n")
