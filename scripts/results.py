@@ -16,6 +16,7 @@ their seeds: no distribution assumed, sound for 5 seeds a cell). The plot
 from __future__ import annotations
 
 import argparse
+import bisect
 import itertools
 import statistics
 import sys
@@ -26,7 +27,8 @@ import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 Series = dict[str, list[tuple[int, float]]]  # tag -> [(step, value)]
-WALL = "wall:train/loss"  # (step, wall-clock time) of each logged GRPO step's loss
+WALL = "wall:train/loss"  # (GRPO step, wall-clock time) of each logged GRPO step's loss
+PER_STEP = "rollout/reward_mean"  # logged once per GRPO step: its x values say which optimizer step each GRPO step ended at
 
 
 def read_job(job_dir: Path, seed_keys=("seed",)) -> tuple[list[str], Series] | None:
@@ -40,10 +42,19 @@ def read_job(job_dir: Path, seed_keys=("seed",)) -> tuple[list[str], Series] | N
     overrides = [o for o in everything if not is_seed(o)]
     events = EventAccumulator(str(job_dir / "tb"), size_guidance={"scalars": 0})
     events.Reload()
-    series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+    tags = events.Tags()["scalars"]
+    series = {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in tags}
+    # TensorBoard's x is the optimizer step: with grpo.mu > 1 or mini-batches a GRPO step takes several (and how many can
+    # vary from step to step). Held-out metrics and step times go onto GRPO steps: an evaluation logged at optimizer
+    # step x follows the GRPO steps whose rollout was logged before x.
+    ends = sorted(x for x, _ in series.get(PER_STEP, []))
+    grpo_step = (lambda x: bisect.bisect_left(ends, x)) if ends else (lambda x: x)
+    for tag in tags:
+        if tag.startswith(("val/", "final/")):
+            series[tag] = [(grpo_step(x), v) for x, v in series[tag]]
     series |= {f"seed:{o.split('=', 1)[0]}": [(0, o.split("=", 1)[1])] for o in everything if is_seed(o)}
-    if "train/loss" in events.Tags()["scalars"]:  # when each GRPO step's loss was logged: seconds per step
-        series[WALL] = [(e.step, e.wall_time) for e in events.Scalars("train/loss")]
+    if "train/loss" in tags:  # when each GRPO step's loss was logged: seconds per GRPO step
+        series[WALL] = [(bisect.bisect_right(ends, e.step) if ends else e.step, e.wall_time) for e in events.Scalars("train/loss")]
     return overrides, series
 
 
@@ -170,7 +181,7 @@ def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 
 
     def at(run: Series, tag: str, when: int | None):
         curve = dict(run.get(tag, []))
-        if not curve:
+        if len(curve) < (2 if when is None and tag.startswith("val/") else 1):  # "after": an evaluation after the first
             return None
         return curve[max(curve)] if when is None else curve.get(when)
 

@@ -122,3 +122,28 @@ def test_against_baseline_compares_every_cell_with_one(tmp_path, results):
     assert cols(lines[4]) == ["variant=dapo", "1", "40.0 ± 0.0 [40.0, 40.0]", "0.333", "65.0 ± 0.0", "1.000", "20.0 ± 0.0", "-", "-"]
     with pytest.raises(SystemExit, match="No cell named"):
         results.against_baseline(cells, "variant=nope")
+
+
+def test_several_updates_per_grpo_step_are_read_in_grpo_steps(tmp_path, results):
+    """grpo.mu=2 with mini-batches: TensorBoard's x is the optimizer step (4 a GRPO step here, 2 on step 30, whose
+    other groups were flat). Evaluations and seconds per step are read per GRPO step, not per optimizer step."""
+    job = tmp_path / "sweep" / "j0"
+    (job / ".hydra").mkdir(parents=True)
+    (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(["variant=gspo", "seed=0"]))
+    writer, x, evals = SummaryWriter(str(job / "tb")), 0, {}
+    writer.add_scalar("val/accuracy", 0.5, 0)
+    for step in range(1, 101):
+        x += 2 if step == 30 else 4
+        writer.add_scalar("rollout/reward_mean", 0.5, x - 1, walltime=1000.0 + 3.0 * step)  # logged on the step's last update
+        writer.add_scalar("train/loss", 0.0, x - 1, walltime=1000.0 + 3.0 * step)
+        if step in (50, 100):
+            writer.add_scalar("val/accuracy", 0.6 if step == 50 else 0.8, x)  # after the step: x = updates done
+            evals[step] = x
+    writer.close()
+    assert evals == {50: 198, 100: 398}  # not 200 / 400: the x of an evaluation is not 4 x its GRPO step
+    _, cells = results.collect([tmp_path / "sweep"])
+    (run,) = cells["(common only)"]  # one job: every override is common
+    assert run["val/accuracy"] == [(0, 0.5), (50, pytest.approx(0.6)), (100, pytest.approx(0.8))]
+    assert results.seconds_per_step(run) == pytest.approx(3.0)  # per GRPO step (per optimizer step it would be ~0.75)
+    lines = results.against_baseline(cells, "(common only)").splitlines()
+    assert [c.strip() for c in lines[3].strip("|").split("|")][4] == "60.0 ± 0.0"  # greedy at GRPO step 50
