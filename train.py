@@ -15,6 +15,10 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
+from grpo.job_dirname import register as register_job_dirname
+
+register_job_dirname()  # before Hydra reads conf/train.yaml's hydra.sweep.subdir
+
 
 @hydra.main(config_path="conf", config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> float:

@@ -113,22 +113,30 @@ def test_sweep_jobs_all_keep_final_metrics_and_hparams(warm_cache, tmp_path):
     """A real `python train.py -m` sweep, read after the process exited.
 
     Its jobs run one after another in one process; before the fix the last job's final metrics and HPARAMS
-    were still queued in an unclosed event writer when the process ended, and were lost.
+    were still queued in an unclosed event writer when the process ended, and were lost. Its overrides make
+    Hydra's job folder name longer than a file name may be (it died with `OSError: File name too long`
+    before the job started): the default subdir cuts the name and ends it with a hash (grpo.job_dirname).
     """
     sweep = tmp_path / "sweep"
+    # the defaults, written out: together with the rest they name a job folder past 255 bytes
+    many = ["grpo.beta=0.04", "grpo.epsilon=0.2", "sampling.temperature=1.0", "sampling.top_p=1.0", "grpo.scale_rewards=true",
+            "grpo.mask_truncated=false", "module.log_samples=4", "eval.every_n_steps=50", "grpo.min_spread=0.0"]
     cmd = [
-        sys.executable, str(REPO / "train.py"), "-m", "grpo.group_size=2,3,4", "debug=default", *SHORT,
+        sys.executable, str(REPO / "train.py"), "-m", "grpo.group_size=2,3,4", "debug=default", *SHORT, *many,
         f"model.cache_dir={warm_cache}", f"hydra.sweep.dir={sweep}",
-        "hydra.sweep.subdir=${hydra.job.num}",  # the default job folder name would hold the cache path, slashes included
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=tmp_path, env=_subprocess_env(), capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-4000:]
-    jobs = [sweep / str(num) for num in range(3)]
-    assert all((job / "tb").is_dir() for job in jobs), sorted(p.name for p in sweep.iterdir())
+    names = sorted((p.name for p in sweep.iterdir() if p.is_dir()), key=lambda name: int(name.split("_")[0]))
+    assert len(names) == 3 and len(set(names)) == 3, names
+    assert all(len(name.encode()) <= 200 and name.split("+hash:")[-1].isalnum() for name in names), names  # cut, hashed
+    assert names[0].startswith("0_debug:default+eval.") and "+hash:" in names[0]
+    jobs = [sweep / name for name in names]
+    assert all((job / "tb").is_dir() for job in jobs), names
     for size, job in zip((2, 3, 4), jobs):
         config = yaml.safe_load((job / ".hydra" / "config.yaml").read_text())
         assert config["grpo"]["group_size"] == size
-        check_run_on_disk(job, compose_config(["debug=default", *SHORT, f"grpo.group_size={size}", f"model.cache_dir={warm_cache}"], output_dir=job))
+        check_run_on_disk(job, compose_config(["debug=default", *SHORT, *many, f"grpo.group_size={size}", f"model.cache_dir={warm_cache}"], output_dir=job))
 
 
 # ---- checkpoint names on the command line ----------------------------------------------------------
