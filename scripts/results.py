@@ -173,7 +173,8 @@ def seconds_per_step(run: Series) -> float | None:
 def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 50) -> str:
     """A Markdown table of every cell against `baseline`: final greedy accuracy with the exact permutation test's p,
     greedy at evaluation `step` with its p, final pass@k / maj@k, the policy entropy at the last step, seconds per
-    GRPO step (median; comparable only between runs on the same machine under the same load)."""
+    GRPO step (each run's median, then the median over its seeds; comparable only between runs on the same machine under
+    the same load)."""
     if baseline not in cells:
         raise SystemExit(f"No cell named {baseline!r}; the cells are: {sorted(cells)}")
     metric = "val/accuracy"
@@ -203,7 +204,7 @@ def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 
         rows.append([name, str(len(cells[name])), fmt(values(name, metric, None), with_range=True), p_value(name, None),
                      fmt(values(name, metric, step)), p_value(name, step), *[fmt(values(name, t, None)) for t in extra],
                      f"{statistics.mean(entropy):.3f}" if entropy else "-",
-                     f"{statistics.mean(times):.2f}" if times else "-"])
+                     f"{statistics.median(times):.2f}" if times else "-"])  # over seeds: a run slowed by other jobs moves it less
     widths = [max(len(r[i]) for r in rows + [header]) for i in range(len(header))]
     lines = [f"against [{baseline}] (p: exact permutation test of the mean greedy accuracy over seeds)",
              "| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
