@@ -137,3 +137,15 @@ def test_variant_sets_its_objective(variant, tmp_path):
     for key, want in VARIANTS[variant].items():
         assert OmegaConf.select(cfg, key) == want, (variant, key)
     assert cfg.grpo.mu == 2
+
+
+@pytest.mark.parametrize("overrides, want", [
+    ([], True),                                                      # the verifier: the paper's group std
+    (["reward=model"], "batch"),                                     # a learned reward: the batch's std
+    (["reward=prm_verifier"], "batch"),
+    (["reward=math", "+reward@reward.components.model.fn=model"], "batch"),  # a learned component among rule rewards
+    (["reward=model", "grpo.scale_rewards=true"], True),             # a command-line value still wins
+    (["reward=model", "variant=dr_grpo"], False),                    # and so does a variant that sets it
+])
+def test_a_learned_reward_scales_by_the_batch_std(overrides, want, tmp_path):
+    assert compose_config(overrides, output_dir=tmp_path).grpo.scale_rewards == want

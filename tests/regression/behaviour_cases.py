@@ -54,7 +54,8 @@ COMMON = TASK + [
     "grpo.steps=3", "grpo.group_size=4", "grpo.prompts_per_step=8", "sampling.max_new_tokens=32",
     "optimizer.lr=1e-3", "eval.every_n_steps=100", "eval.prompts=16", "eval.batch_size=16", "eval.k=2", "eval.k_prompts=4",
 ]
-RM = ["reward=model", "reward.dtype=float64", "reward.initial_prompts=32", "reward.samples_per_prompt=4", "reward.initial_steps=20"]
+RM = ["reward=model", "reward.dtype=float64", "reward.initial_prompts=32", "reward.samples_per_prompt=4", "reward.initial_steps=20",
+      "grpo.scale_rewards=true"]  # recorded with the group std, the default before reward=model chose batch
 ITERATIVE = ["rm_schedule=iterative", "rm_schedule.rm_steps=5", "rm_schedule.eval_samples=8", "rm_schedule.rm_batch_size=16"]
 CASES = {
     "outcome_verifier": [],
