@@ -171,7 +171,7 @@ class GroupRollout:
             old_logp=old_logp,
             ref_logp=ref_logp,
             sampler_logp=sampler_logp,
-            policy_mask=out.policy_mask if out.tool_mask is not None else None,  # with tools: the policy's tokens
+            policy_mask=out.policy_mask,  # the policy's tokens (without tools: every completion token)
         )
         # the policy's behaviour over every completion drawn; the update's advantages over the rows it holds
         rewards = torch.cat([d.rewards for d in draws])
