@@ -33,14 +33,16 @@ def hydra_job_scope() -> Iterator[None]:
     """Wrap one Hydra job's run (inside the @hydra.main function) so that multi-process strategies work under `-m`.
 
     On entry: record the job (task overrides, config name, output folder) for the processes Lightning
-    is about to launch (`launched_rank_argv`). On exit, if this process launched them: destroy the
-    process group and drop the variables Lightning set, so the sweep's next job launches its own
+    is about to launch (`launched_rank_argv`). On exit, in the process that launched them and in each of
+    them: destroy the process group (left to interpreter exit, gloo can abort the process after the run
+    finished). In the launching process also drop the variables Lightning set, so the sweep's next job launches its own
     processes (Lightning would otherwise take LOCAL_RANK=0 as "launched externally" and talk to the
     finished job's processes). Under torchrun or SLURM (processes created outside) it changes nothing.
     """
     from hydra.core.hydra_config import HydraConfig
 
     launcher_here = "LOCAL_RANK" not in os.environ
+    launched_here = JOB_ENV in os.environ and os.environ.get("LOCAL_RANK", "0") != "0"  # a rank Lightning launched for this job
     saved = {key: os.environ.get(key) for key in _LAUNCH_ENV}
     if HydraConfig.initialized():
         hc = HydraConfig.get()
@@ -51,9 +53,9 @@ def hydra_job_scope() -> Iterator[None]:
     try:
         yield
     finally:
+        if (launcher_here or launched_here) and torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()  # left to interpreter exit, gloo can abort the process
         if launcher_here:
-            if torch.distributed.is_available() and torch.distributed.is_initialized():
-                torch.distributed.destroy_process_group()
             for key, value in saved.items():
                 if value is None:
                     os.environ.pop(key, None)

@@ -188,6 +188,9 @@ def main(strategy_name: str, devices: int, out: str, accelerator: str = "cpu", a
 
     if trainer.is_global_zero:
         torch.save(result, out)
+    if dist.is_available() and dist.is_initialized():  # tear gloo down before exit: left to the interpreter, it can abort
+        dist.barrier()  # ("terminate called without an active exception", exit code 134) after the result is written
+        dist.destroy_process_group()
 
 
 def _all_gathered(model) -> bool:
