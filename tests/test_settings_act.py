@@ -81,3 +81,26 @@ def test_old_logp_from_and_rollout_correction_reach_the_rollout(tmp_path):
     assert out.batch.old_logp is out.batch.sampler_logp is not None
     cfg = compose_config(["rollout_correction=tis", "grpo.rollout_is_cap=3"], output_dir=tmp_path)
     assert instantiate_clearly(cfg.rollout, task=task, tokenizer=tok).correction.cap == 3.0
+
+
+def test_eos_credit_reaches_the_rollout(tmp_path):
+    """grpo.eos_credit (default true) is the rollout's; what it does to the EOS token's advantage:
+    tests/rollout/test_group.py::test_eos_credit_puts_the_final_steps_reward_on_the_eos_token_or_leaves_it_at_its_last_character."""
+    from grpo.tasks import ArithmeticTask
+    from grpo_testkit import tiny_lm
+
+    _, tok = tiny_lm(seed=1)
+    task = ArithmeticTask(train_size=10, heldout_size=2, seed=4)
+    for overrides, want in (([], True), (["grpo.eos_credit=false"], False)):
+        cfg = compose_config(["supervision=process", *overrides], output_dir=tmp_path)
+        assert instantiate_clearly(cfg.rollout, task=task, tokenizer=tok).eos_credit is want
+
+
+def test_eos_credit_off_is_refused_where_it_would_do_nothing(tmp_path):
+    from grpo.tasks import ArithmeticTask
+    from grpo_testkit import tiny_lm
+
+    _, tok = tiny_lm(seed=1)
+    cfg = compose_config(["grpo.eos_credit=false"], output_dir=tmp_path)  # supervision=outcome
+    with pytest.raises(ValueError, match=r"grpo\.eos_credit=false .* OutcomeAdvantages .* supervision=process"):
+        instantiate_clearly(cfg.rollout, task=ArithmeticTask(train_size=10, heldout_size=2, seed=4), tokenizer=tok)

@@ -65,8 +65,9 @@ def check_config(cfg: DictConfig) -> None:
     scale = g.get("scale_rewards", True)
     if not (isinstance(scale, bool) or scale in SCALES):
         problems.append(f"grpo.scale_rewards={scale!r} is not known; choose true (= group), batch or false (= none)")
-    if not isinstance(g.get("mask_truncated", False), bool):
-        problems.append(f"grpo.mask_truncated={g.mask_truncated!r} must be true or false")
+    for key in ("mask_truncated", "eos_credit"):
+        if not isinstance(g.get(key, False), bool):
+            problems.append(f"grpo.{key}={g[key]!r} must be true or false")
     _number(problems, "grpo.mu", g.mu, low=1, example=1)
     _number(problems, "grpo.steps", g.steps, low=1, example=200)
     if g.aggregation not in AGGREGATIONS:

@@ -340,3 +340,27 @@ def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems):
     want = process_min_advantages(step_rewards, ends, G, scale="none", outcome=2.0 * torch.tensor(verdict))
     torch.testing.assert_close(out.batch.advantages, want)
     assert out.batch.advantages.abs().sum() > 0
+
+
+@pytest.mark.parametrize("eos_credit", [True, False])
+def test_eos_credit_puts_the_final_steps_reward_on_the_eos_token_or_leaves_it_at_its_last_character(lm, task, problems, eos_credit):
+    """grpo.eos_credit: with it, in rows that stopped with EOS the final step's reward sits on the EOS token (so its
+    advantage is the final step's); without it every step stays on its last character's token and the EOS token's
+    advantage is 0 (process supervision, no normalisation, so advantages are the plain sums of later step rewards)."""
+    model, tok = lm
+    reward = FakeReward(step_fn=lambda i, text: [(0, 0.5), (len(text) - 1, 0.1 * (1 + i % 4))] if len(text) > 1 else [])
+    batch, _, _ = collect(lm, task, problems, reward, supervision="process", scale_rewards=False, adv_eps=0.0,
+                          max_new_tokens=24, skip_zero_spread=False, eos_credit=eos_credit)
+    T = batch.completion_mask.shape[1]
+    comp, mask = batch.input_ids[:, -T:], batch.attention_mask[:, -T:].bool()
+    stopped = [bool((row[m] == tok.eos_token_id).any()) for row, m in zip(comp, mask)]
+    assert any(stopped), "the fixture must have rows that wrote EOS"
+    for i, row_stopped in enumerate(stopped):
+        if not row_stopped or mask[i].sum() < 3:
+            continue
+        eos = int(mask[i].nonzero().max())
+        assert comp[i, eos] == tok.eos_token_id
+        if eos_credit:
+            assert batch.advantages[i, eos] == batch.advantages[i, eos - 1] != 0
+        else:
+            assert batch.advantages[i, eos] == 0 and batch.advantages[i, eos - 1] != 0

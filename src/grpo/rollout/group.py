@@ -76,6 +76,10 @@ class GroupRollout:
         completion_mask is all False; TRL's mask_truncated_completions). They still count in their
         group's reward mean and std, so the other completions' advantages are as without it.
     invalid_reward: "error" stops the run at a NaN/inf/non-numeric reward; "zero" counts it as 0.
+    eos_credit: process supervision: in a row that stopped with EOS, the tokens after the final step's last
+        character, the EOS included, carry the final step's reward (`step_reward_tensors`), so stopping gets the
+        final step's advantage. False: every step's reward stays on its last character's token and the EOS
+        token's advantage is 0 (stopping is never trained; the issue's "endings are invisible").
     logprob_chunk: rows per forward pass when computing old/reference log-probs.
     correction: the sampler-trainer mismatch correction (grpo.algo.rollout_correction; rollout_correction=none |
         tis | mis). tis / mis need the trainer's log pi_old, so it is computed even for a single update.
@@ -89,7 +93,7 @@ class GroupRollout:
 
     def __init__(self, engine: RolloutEngine, advantages, *, group_size: int, reward=None, task=None, tokenizer=None,
                  skip_zero_spread: bool = True, mask_truncated: bool = False, invalid_reward: str = "error",
-                 logprob_chunk: int = 256, correction=None, old_logp_from: str = "trainer"):
+                 eos_credit: bool = True, logprob_chunk: int = 256, correction=None, old_logp_from: str = "trainer"):
         if invalid_reward not in INVALID_REWARD:
             raise ValueError(f"rollout.invalid_reward={invalid_reward!r}: choose one of {INVALID_REWARD}")
         self.correction = NoCorrection() if correction is None else correction
@@ -100,10 +104,14 @@ class GroupRollout:
                              "pi_theta / pi_sampler is then the correction (verl's bypass mode) and there is no trainer "
                              "pi_old to weigh against; use rollout_correction=none, or grpo.old_logp_from=trainer")
         self.old_logp_from = old_logp_from
+        if not eos_credit and not getattr(advantages, "needs_step_rewards", False):
+            raise ValueError(f"grpo.eos_credit=false moves process rewards off the EOS token, but {type(advantages).__name__} "
+                             "gives every token of a row the row's advantage (EOS included); use it with supervision=process, "
+                             "process_min or process_progress, or leave grpo.eos_credit=true")
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
-        self.mask_truncated = mask_truncated
+        self.mask_truncated, self.eos_credit = mask_truncated, eos_credit
 
     @property
     def temperature(self) -> float:
@@ -253,8 +261,9 @@ class GroupRollout:
                                                        outcome_apart=apart)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
+        stopped = ~out.truncated.cpu() if self.eos_credit else torch.zeros_like(out.truncated.cpu())  # [N] EOS carries the final step
         step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps,
-                                                           ended=~out.truncated.cpu())
+                                                           ended=stopped)
         rewards = torch.stack([
             step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
         ])
