@@ -10,7 +10,8 @@ job are printed once above the table. Each cell shows, over its seeds, the mean 
 metrics before RL (the first evaluation) and after (the last one, with the lowest and highest seed), and their
 difference. --compare A B tests whether two cells' final greedy accuracies differ (an exact permutation test over
 their seeds: no distribution assumed, sound for 5 seeds a cell). The plot
-(needs matplotlib: `pip install -e .[analysis]`) shows each cell's mean greedy accuracy per step.
+(needs matplotlib: `pip install -e .[analysis]`) shows each cell's mean greedy accuracy per step, with a band from its
+lowest to its highest seed; `--label CELL TEXT` gives a cell a legend text of its own.
 """
 
 from __future__ import annotations
@@ -213,7 +214,24 @@ def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 
     return "\n".join(lines)
 
 
-def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy") -> None:
+def cell_named(cells: dict[str, list[Series]], key: str) -> str:
+    """The cell `key` names: its whole name, or a part of the name that no other cell's has."""
+    if key in cells:
+        return key
+    found = [name for name in cells if key in name]
+    if len(found) != 1:
+        how = "no" if not found else f"{len(found)}"
+        raise SystemExit(f"--label {key!r} names {how} cells; give a cell's name as the table prints it, or a part "
+                         f"only one has. The cells: {'; '.join(sorted(cells))}")
+    return found[0]
+
+
+def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy", labels: dict[str, str] | None = None,
+         title: str | None = None) -> list[tuple[str, list[int], list[float], list[float], list[float]]]:
+    """Each cell's mean `metric` per step (in %), with a band from its lowest to its highest seed; returns what it drew:
+    (legend label, steps, mean, lowest, highest) per cell. labels: {cell name: legend label}; a cell not in it is
+    labelled by its name."""
+    labels = {cell_named(cells, key): text for key, text in (labels or {}).items()}
     try:
         import matplotlib
     except ImportError:
@@ -221,21 +239,32 @@ def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy"
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    drawn = []
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, runs in sorted(cells.items()):
+    for name, runs in sorted(cells.items(), key=lambda item: (item[0] not in labels, list(labels).index(item[0]) if item[0] in labels else 0, item[0])):
         curves = [run[metric] for run in runs if run.get(metric)]
         if not curves:
             continue
         n = min(len(c) for c in curves)
         steps = [s for s, _ in curves[0][:n]]
-        mean = [statistics.mean(c[i][1] for c in curves) for i in range(n)]
-        ax.plot(steps, mean, marker="o", label=f"{name} (n={len(curves)})")
+        at = [[100 * c[i][1] for c in curves] for i in range(n)]  # [step][seed], in %
+        mean, low, high = [statistics.mean(v) for v in at], [min(v) for v in at], [max(v) for v in at]
+        label = f"{labels.get(name, name)} (n={len(curves)})"
+        ax.plot(steps, mean, marker="o", label=label)
+        if len(curves) > 1:
+            ax.fill_between(steps, low, high, alpha=0.15)
+        drawn.append((label, steps, mean, low, high))
     ax.set_xlabel("GRPO step")
-    ax.set_ylabel(f"held-out {metric.split('/')[-1]} (mean over seeds)")
+    ax.set_ylabel(f"held-out {metric.split('/')[-1]} (%): mean over seeds, band lowest to highest")
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out, dpi=120)
+    plt.close(fig)
     print(f"plot saved to {out}")
+    return drawn
 
 
 def main() -> None:
@@ -254,6 +283,11 @@ def main() -> None:
     parser.add_argument("--baseline", default=None, metavar="CELL",
                         help="a cell's name (e.g. variant=grpo): a second table compares every cell with it (p-values, "
                              "greedy at --at-step or 50, entropy at the end, seconds per step)")
+    parser.add_argument("--label", nargs=2, action="append", default=[], metavar=("CELL", "TEXT"),
+                        help="the plot's legend text for a cell: CELL is its name as the table prints it, or a part of "
+                             "the name that only that cell's has (e.g. reward=prm_verifier); --label \"(common only)\" "
+                             "\"verifier only\"; repeatable; labelled cells are drawn first, in this order")
+    parser.add_argument("--title", default=None, help="the plot's title")
     args = parser.parse_args()
     missing = [str(s) for s in args.sweeps if not s.is_dir()]
     if missing:
@@ -271,7 +305,7 @@ def main() -> None:
     if args.baseline is not None:
         print(against_baseline(cells, args.baseline, step=args.at_step or 50))
     if not args.no_plot:
-        plot(cells, args.out)
+        plot(cells, args.out, labels=dict(args.label), title=args.title)
 
 
 if __name__ == "__main__":

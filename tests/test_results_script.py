@@ -147,3 +147,24 @@ def test_several_updates_per_grpo_step_are_read_in_grpo_steps(tmp_path, results)
     assert results.seconds_per_step(run) == pytest.approx(3.0)  # per GRPO step (per optimizer step it would be ~0.75)
     lines = results.against_baseline(cells, "(common only)").splitlines()
     assert [c.strip() for c in lines[3].strip("|").split("|")][4] == "60.0 ± 0.0"  # greedy at GRPO step 50
+
+
+def test_plot_labels_cells_and_draws_each_seeds_band(tmp_path, results):
+    pytest.importorskip("matplotlib")
+    sweep = tmp_path / "sweep"
+    fake_job(sweep / "0", ["supervision=outcome", "seed=0"], [0.5, 0.6, 0.7])
+    fake_job(sweep / "1", ["supervision=outcome", "seed=1"], [0.5, 0.7, 0.9])
+    fake_job(sweep / "2", ["supervision=process", "grpo.beta=0", "seed=0"], [0.4, 0.4, 0.3])
+    _, cells = results.collect([sweep])
+    out = tmp_path / "plot.png"
+    drawn = results.plot(cells, out, labels={"supervision=process": "PRM", "supervision=outcome": "verifier"})
+    assert out.stat().st_size > 0
+    # labelled cells first, in the order given; a part of a cell's name that only it has names it; values in %
+    assert [(label, steps) for label, steps, *_ in drawn] == [("PRM (n=1)", [0, 50, 100]), ("verifier (n=2)", [0, 50, 100])]
+    assert [values for _, _, *values in drawn] == [
+        [pytest.approx([40.0, 40.0, 30.0])] * 3,  # one seed: mean = lowest = highest
+        [pytest.approx([50.0, 65.0, 80.0]), pytest.approx([50.0, 60.0, 70.0]), pytest.approx([50.0, 70.0, 90.0])]]
+    with pytest.raises(SystemExit, match=r"--label 'supervision=' names 2 cells"):
+        results.plot(cells, out, labels={"supervision=": "x"})
+    with pytest.raises(SystemExit, match=r"--label 'rloo' names no cells"):
+        results.plot(cells, out, labels={"rloo": "x"})
