@@ -215,10 +215,13 @@ def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 
 
 
 def cell_named(cells: dict[str, list[Series]], key: str) -> str:
-    """The cell `key` names: its whole name, or a part of the name that no other cell's has."""
+    """The cell `key` names: its whole name, a part of the name that no other cell's has, or else the start of
+    exactly one cell's name."""
     if key in cells:
         return key
     found = [name for name in cells if key in name]
+    if len(found) > 1 and sum(name.startswith(key) for name in found) == 1:
+        found = [name for name in found if name.startswith(key)]
     if len(found) != 1:
         how = "no" if not found else f"{len(found)}"
         raise SystemExit(f"--label {key!r} names {how} cells; give a cell's name as the table prints it, or a part "
@@ -284,8 +287,8 @@ def main() -> None:
                         help="a cell's name (e.g. variant=grpo): a second table compares every cell with it (p-values, "
                              "greedy at --at-step or 50, entropy at the end, seconds per step)")
     parser.add_argument("--label", nargs=2, action="append", default=[], metavar=("CELL", "TEXT"),
-                        help="the plot's legend text for a cell: CELL is its name as the table prints it, or a part of "
-                             "the name that only that cell's has (e.g. reward=prm_verifier); --label \"(common only)\" "
+                        help="the plot's legend text for a cell: CELL is its name as the table prints it, a part of "
+                             "the name that only that cell's has (e.g. reward=prm_verifier), or the start of only its name; --label \"(common only)\" "
                              "\"verifier only\"; repeatable; labelled cells are drawn first, in this order")
     parser.add_argument("--title", default=None, help="the plot's title")
     args = parser.parse_args()

@@ -164,7 +164,12 @@ def test_plot_labels_cells_and_draws_each_seeds_band(tmp_path, results):
     assert [values for _, _, *values in drawn] == [
         [pytest.approx([40.0, 40.0, 30.0])] * 3,  # one seed: mean = lowest = highest
         [pytest.approx([50.0, 65.0, 80.0]), pytest.approx([50.0, 60.0, 70.0]), pytest.approx([50.0, 70.0, 90.0])]]
-    with pytest.raises(SystemExit, match=r"--label 'supervision=' names 2 cells"):
-        results.plot(cells, out, labels={"supervision=": "x"})
+    # "supervision=outcome" is in both names; only one starts with it
+    fake_job(sweep / "3", ["grpo.beta=0", "supervision=outcome", "seed=0"], [0.5, 0.5, 0.5])
+    _, cells = results.collect([sweep])
+    assert results.cell_named(cells, "supervision=outcome") == "supervision=outcome"
+    assert results.cell_named(cells, "grpo.beta=0 supervision=o") == "grpo.beta=0 supervision=outcome"
+    with pytest.raises(SystemExit, match=r"--label '=0 supervision=' names 2 cells"):  # and neither name starts with it
+        results.plot(cells, out, labels={"=0 supervision=": "x"})
     with pytest.raises(SystemExit, match=r"--label 'rloo' names no cells"):
         results.plot(cells, out, labels={"rloo": "x"})
