@@ -224,8 +224,8 @@ def cell_named(cells: dict[str, list[Series]], key: str) -> str:
         found = [name for name in found if name.startswith(key)]
     if len(found) != 1:
         how = "no" if not found else f"{len(found)}"
-        raise SystemExit(f"--label {key!r} names {how} cells; give a cell's name as the table prints it, or a part "
-                         f"only one has. The cells: {'; '.join(sorted(cells))}")
+        raise SystemExit(f"--label {key!r} names {how} cells; give a cell's name as the table prints it, a part of "
+                         f"it only that name has, or the start of only that name. The cells: {'; '.join(sorted(cells))}")
     return found[0]
 
 
@@ -244,7 +244,8 @@ def plot(cells: dict[str, list[Series]], out: Path, metric: str = "val/accuracy"
 
     drawn = []
     fig, ax = plt.subplots(figsize=(8, 5))
-    for name, runs in sorted(cells.items(), key=lambda item: (item[0] not in labels, list(labels).index(item[0]) if item[0] in labels else 0, item[0])):
+    for name in [*labels, *sorted(set(cells) - set(labels))]:  # the labelled cells first, in the order given
+        runs = cells[name]
         curves = [run[metric] for run in runs if run.get(metric)]
         if not curves:
             continue
@@ -288,8 +289,8 @@ def main() -> None:
                              "greedy at --at-step or 50, entropy at the end, seconds per step)")
     parser.add_argument("--label", nargs=2, action="append", default=[], metavar=("CELL", "TEXT"),
                         help="the plot's legend text for a cell: CELL is its name as the table prints it, a part of "
-                             "the name that only that cell's has (e.g. reward=prm_verifier), or the start of only its name; --label \"(common only)\" "
-                             "\"verifier only\"; repeatable; labelled cells are drawn first, in this order")
+                             "it only that name has (e.g. reward=prm_verifier), or the start of only that name; e.g. "
+                             "--label \"(common only)\" \"verifier only\"; repeatable; labelled cells are drawn first, in this order")
     parser.add_argument("--title", default=None, help="the plot's title")
     args = parser.parse_args()
     missing = [str(s) for s in args.sweeps if not s.is_dir()]
