@@ -255,15 +255,15 @@ class GroupRollout:
     def _score(self, problems, texts, out):
         """rewards [N] (process: each row's mean step reward, for the logs), step tensors [N, T] or None, the Scores."""
         process = self.advantages.needs_step_rewards
-        ended = (~out.truncated.cpu()).tolist()  # [N] the policy wrote EOS (else max_new_tokens cut it): rewards that take it see it
+        stopped = ~out.truncated.cpu()  # [N] the policy wrote EOS (else max_new_tokens cut it)
+        ended = stopped.tolist()  # rewards that take it see it
         apart = process and getattr(self.advantages, "outcome_apart", False)  # the estimator takes the outcome as its own term
         scores = WeightedRewards.of(self.reward).score(problems, texts, process=process, invalid=self.invalid_reward, ended=ended,
                                                        outcome_apart=apart)
         if not process:
             return torch.tensor(scores.rewards), None, None, scores
-        stopped = ~out.truncated.cpu() if self.eos_credit else torch.zeros_like(out.truncated.cpu())  # [N] EOS carries the final step
         step_rewards, step_end_mask = step_reward_tensors(self.tokenizer, out.ids.cpu(), out.mask.cpu(), scores.steps,
-                                                           ended=stopped)
+                                                           ended=stopped if self.eos_credit else torch.zeros_like(stopped))
         rewards = torch.stack([
             step_rewards[i][step_end_mask[i]].mean() if step_end_mask[i].any() else torch.tensor(0.0) for i in range(len(texts))
         ])
