@@ -11,6 +11,7 @@ evaluate identical models on the same examples.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
@@ -72,12 +73,14 @@ def train_reward_model(
     drop_last: bool = True,
     progress: bool = True,
     desc: str = "Reward model",
+    on_step: Callable[[int, float], None] | None = None,
 ) -> dict[str, float]:
     """Train `model` in place for `steps` AdamW steps (gradient norm clipped at 1) on `train`; held-out metrics after.
 
     Data order and dropout are seeded by `seed` (the global RNG is left as it was), so a run resumed
     from a checkpoint retrains exactly as the uninterrupted one did. drop_last: leave out each pass's
-    last, smaller batch.
+    last, smaller batch. on_step(step, loss): called after each optimizer step (1, 2, ..., steps) with that
+    batch's loss (scripts/prm_curve.py evaluates the model there).
     """
     if steps > 0 and train:
         generator = torch.Generator().manual_seed(seed)
@@ -87,11 +90,11 @@ def train_reward_model(
             torch.manual_seed(seed)
             loader = DataLoader(train, batch_size=min(batch_size, len(train)), shuffle=True, generator=generator,
                                 collate_fn=list, drop_last=drop_last)
-            _fit(model, tokenizer, loader, steps, lr, device, progress, desc)
+            _fit(model, tokenizer, loader, steps, lr, device, progress, desc, on_step)
     return evaluate_reward_model(model, tokenizer, heldout) if heldout else {}
 
 
-def _fit(model, tokenizer, loader: DataLoader, steps: int, lr: float, device, progress: bool, desc: str) -> None:
+def _fit(model, tokenizer, loader: DataLoader, steps: int, lr: float, device, progress: bool, desc: str, on_step=None) -> None:
     """`steps` optimizer steps; data parallel over the ranks when torch.distributed is initialised."""
     from tqdm.auto import tqdm
 
@@ -120,6 +123,8 @@ def _fit(model, tokenizer, loader: DataLoader, steps: int, lr: float, device, pr
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
+            if on_step is not None:
+                on_step(step, loss.item())
             if step == steps:
                 break
     bar.close()

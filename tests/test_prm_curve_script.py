@@ -1,0 +1,54 @@
+"""scripts/prm_curve.py: a fresh reward model trained on a cached one's samples, evaluated along the way."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from grpo.pipeline import build
+from grpo_testkit import compose_config
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prm_curve.py"
+PRM = ["reward=model", "supervision=process", "reward.initial_prompts=16", "reward.samples_per_prompt=2",
+       "reward.initial_steps=2", "reward.heldout_fraction=0.5"]  # step_labels=checker: the cached labels are the checker's
+
+
+@pytest.fixture(scope="module")
+def prm_curve():
+    spec = importlib.util.spec_from_file_location("prm_curve_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def cached_prm(base_overrides, tmp_path_factory):
+    cache = tmp_path_factory.mktemp("rm_cache")
+    build(compose_config(base_overrides + PRM + [f"reward.cache_dir={cache}"], output_dir=tmp_path_factory.mktemp("rm_run")))
+    (path,) = [p for p in cache.iterdir() if p.name.startswith("reward-prm-") and (p / "examples.json").is_file()]
+    return path
+
+
+def test_curve_rows_and_checker_columns(prm_curve, cached_prm, base_overrides, tmp_path):
+    out = tmp_path / "curve.json"
+    curve = prm_curve.main([str(cached_prm), "--steps", "5", "--every", "2", "--lr", "1e-3", "--json", str(out)] + base_overrides)
+    assert [row["step"] for row in curve] == [0, 2, 4, 5]  # the start, every 2 steps, and the last
+    assert all(row["loss"] > 0 for row in curve[1:])
+    saved = json.loads((cached_prm / "examples.json").read_text())
+    for row in curve:
+        # the cached labels are the checker's own: the two columns measure the same thing
+        assert row["checker"] == row["labels"]
+        # prefix labels: a step is right only if every step so far is: never more positives than the checker's
+        assert row["prefix"]["positive_rate"] <= row["checker"]["positive_rate"]
+    assert 0 < curve[0]["labels"]["positive_rate"] < 1 and len(saved["heldout"]) > 0
+    assert curve[-1]["labels"] != curve[0]["labels"]  # the model trained between the first and the last row
+    assert json.loads(out.read_text())["curve"] == json.loads(json.dumps(curve))
+
+
+def test_a_directory_without_examples_is_refused(prm_curve, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        prm_curve.main([str(tmp_path)])
+    assert "holds no examples.json" in capsys.readouterr().err
