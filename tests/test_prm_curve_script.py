@@ -47,6 +47,11 @@ def test_curve_rows_and_checker_columns(prm_curve, cached_prm, base_overrides, t
     assert curve[-1]["labels"] != curve[0]["labels"]  # the model trained between the first and the last row
     assert json.loads(out.read_text())["curve"] == json.loads(json.dumps(curve))
 
+    # --scratch: the cached model's architecture with fresh weights, not the policy's: another starting point
+    scratch = prm_curve.main([str(cached_prm), "--steps", "1", "--every", "1", "--scratch"] + base_overrides)
+    assert [row["step"] for row in scratch] == [0, 1]
+    assert scratch[0]["labels"]["auroc"] != curve[0]["labels"]["auroc"]
+
 
 def test_a_directory_without_examples_is_refused(prm_curve, tmp_path, capsys):
     with pytest.raises(SystemExit):
