@@ -31,7 +31,7 @@ from hydra.utils import instantiate
 
 import grpo.quiet  # noqa: F401  (third-party tips)
 from grpo.pipeline import load_policy
-from grpo.rewards.learned.data import RMExample, split_by_prompt
+from grpo.rewards.learned.data import RMExample, checker_labels, split_by_prompt
 from grpo.rewards.learned.mc_labels import PolicyCompleter, monte_carlo_labels
 from grpo.rewards.learned.network import build_reward_model
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
@@ -62,15 +62,6 @@ def parse():
             if getattr(args, key) == p.get_default(key):
                 setattr(args, key, value)
     return args
-
-
-def checker_labels(task, problem, completion: str) -> tuple[dict[int, float], dict[int, float]]:
-    """{step end: label} of the exact checker, and {step end: 1.0 iff every step up to it is right}."""
-    own, prefix, ok = {}, {}, 1.0
-    for end, label in task.step_rewards(problem, completion):
-        ok = min(ok, label)
-        own[end], prefix[end] = label, ok
-    return own, prefix
 
 
 def agreement(examples: list[RMExample], truth: dict) -> tuple[float, int]:

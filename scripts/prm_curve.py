@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 from pathlib import Path
 
 import torch
@@ -32,7 +31,7 @@ from transformers import AutoConfig, AutoModelForTokenClassification
 
 import grpo.quiet  # noqa: F401  (third-party tips)
 from grpo.pipeline import load_policy
-from grpo.rewards.learned.data import RMExample
+from grpo.rewards.learned.data import RMExample, checker_labels
 from grpo.rewards.learned.network import build_reward_model
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
 
@@ -70,10 +69,7 @@ def checker_truth(task, examples: list[RMExample]) -> dict[str, list[RMExample]]
         if e.prompt not in problems:
             raise ValueError(f"the cached sample's question {e.prompt!r} is not among the task's training questions: "
                              "the overrides must name the task (and prompt format) the reward model was built with")
-        labels, ok, prefix_labels = {}, 1.0, {}
-        for end, label in task.step_rewards(problems[e.prompt], e.completion):
-            ok = min(ok, label)
-            labels[end], prefix_labels[end] = label, ok
+        labels, prefix_labels = checker_labels(task, problems[e.prompt], e.completion)
         for table, out in ((labels, own), (prefix_labels, prefix)):
             targets = tuple((c, table[c]) for c, _ in e.targets if c in table)
             if targets:
@@ -88,6 +84,9 @@ def main(argv=None) -> list[dict]:
     saved = json.loads((args.reward_dir / "examples.json").read_text())
     train = [RMExample.from_plain(e) for e in saved["train"]]
     heldout = [RMExample.from_plain(e) for e in saved["heldout"]]
+    if not train or not heldout:
+        raise SystemExit(f"{args.reward_dir}/examples.json holds {len(train)} training and {len(heldout)} held-out samples: "
+                         "the curve needs both (a reward model built with reward.heldout_fraction > 0)")
     task, policy, tokenizer = load_policy(cfg)
     truth = {"labels": heldout, **checker_truth(task, heldout)}
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +111,7 @@ def main(argv=None) -> list[dict]:
         metrics = {k: evaluate_reward_model(model, tokenizer, v) for k, v in truth.items() if v}
         mean_loss = sum(losses) / len(losses) if losses else float("nan")
         losses.clear()
-        curve.append({"step": step, "loss": mean_loss, **{k: v for k, v in metrics.items()}})
+        curve.append({"step": step, "loss": mean_loss, **metrics})
         cells = "  ".join(f"{m['auroc']:>{7 + len(k)}.3f}  {m['accuracy']:>{5 + len(k)}.3f}" for k, m in metrics.items())
         print(f"{step:6d}  {mean_loss:6.3f}  {cells}", flush=True)
 
@@ -129,4 +128,3 @@ def main(argv=None) -> list[dict]:
 
 if __name__ == "__main__":
     main()
-    sys.exit(0)

@@ -57,3 +57,6 @@ def test_a_directory_without_examples_is_refused(prm_curve, tmp_path, capsys):
     with pytest.raises(SystemExit):
         prm_curve.main([str(tmp_path)])
     assert "holds no examples.json" in capsys.readouterr().err
+    (tmp_path / "examples.json").write_text(json.dumps({"train": [["Q:1+2=", "1+2=3;A:3", [[4, 1.0]], True]], "heldout": []}))
+    with pytest.raises(SystemExit, match="1 training and 0 held-out samples"):
+        prm_curve.main([str(tmp_path)])

@@ -168,6 +168,7 @@ def test_plot_labels_cells_and_draws_each_seeds_band(tmp_path, results):
     fake_job(sweep / "3", ["grpo.beta=0", "supervision=outcome", "seed=0"], [0.5, 0.5, 0.5])
     _, cells = results.collect([sweep])
     assert results.cell_named(cells, "supervision=outcome") == "supervision=outcome"
+    assert results.cell_named(cells, "supervision=out") == "supervision=outcome"  # in both names, starts only this one
     assert results.cell_named(cells, "grpo.beta=0 supervision=o") == "grpo.beta=0 supervision=outcome"
     with pytest.raises(SystemExit, match=r"--label '=0 supervision=' names 2 cells"):  # and neither name starts with it
         results.plot(cells, out, labels={"=0 supervision=": "x"})

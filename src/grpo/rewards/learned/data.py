@@ -77,6 +77,16 @@ class CheckerStepLabels:
         return label_examples(task, "prm", problems, completions, ended)
 
 
+def checker_labels(task, problem, completion: str) -> tuple[dict[int, float], dict[int, float]]:
+    """{step end: label} of the task's exact step checker (`task.step_rewards`), and {step end: 1.0 iff every step up
+    to it is right} (the prefix label, what Monte-Carlo labels estimate)."""
+    own, prefix, ok = {}, {}, 1.0
+    for end, label in task.step_rewards(problem, completion):
+        ok = min(ok, label)
+        own[end], prefix[end] = label, ok
+    return own, prefix
+
+
 def split_by_prompt(examples: list[RMExample], heldout_fraction: float, generator: torch.Generator | None = None):
     """(train, heldout): held-out examples come from prompts the training part never sees."""
     prompts = list(dict.fromkeys(e.prompt for e in examples))
