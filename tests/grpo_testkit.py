@@ -25,6 +25,16 @@ from grpo.tasks import ArithmeticTask
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 FIXTURES = REPO / "tests" / "fixtures"
+
+
+def load_script(name: str):
+    """scripts/<name>.py as a module (the scripts are not a package), for tests that call its functions."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 GSM8K_FIXTURE = FIXTURES / "gsm8k_tiny.jsonl"
 ARITHMETIC_ALPHABET = ArithmeticTask.alphabet
 

@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from grpo.pipeline import build
-from grpo_testkit import compose_config
+from grpo_testkit import compose_config, load_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "prm_curve.py"
 PRM = ["reward=model", "supervision=process", "reward.initial_prompts=16", "reward.samples_per_prompt=2",
        "reward.initial_steps=2", "reward.heldout_fraction=0.5"]  # step_labels=checker: the cached labels are the checker's
 
 
 @pytest.fixture(scope="module")
 def prm_curve():
-    spec = importlib.util.spec_from_file_location("prm_curve_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("prm_curve")
 
 
 @pytest.fixture(scope="module")

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
 import yaml
 from torch.utils.tensorboard import SummaryWriter
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "results.py"
+from grpo_testkit import load_script
+
 
 
 @pytest.fixture(scope="module")
 def results():
-    spec = importlib.util.spec_from_file_location("results_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("results")
 
 
 def fake_job(job_dir: Path, overrides: list[str], accuracy: list[float]) -> None:
