@@ -14,6 +14,10 @@ them, reporting held-out accuracy and AUROC on questions it did not train on. Th
 under `cache_dir`, keyed by everything that shapes it (settings, task, a fingerprint of the policy's
 weights), like the policy's warm start; later runs load it. The iterative schedule
 (rm_schedule=iterative) then keeps training it on samples of the current policy.
+
+reward.ensemble.size=K reads K such models as one (`ensemble.RewardEnsemble`): member k is the model
+reward.seed + k builds (cached apart), their logits combined by reward.ensemble.aggregate (mean | min | lcb);
+retraining trains each member on its own.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,8 +35,9 @@ from transformers import AutoTokenizer
 
 from grpo.models.cache import build_once
 from grpo.models.tiny import TinyArch
-from grpo.rewards.learned.endings import is_cut_tail
 from grpo.rewards.learned.data import KINDS, CheckerStepLabels, RMExample, label_examples, split_by_prompt
+from grpo.rewards.learned.endings import is_cut_tail
+from grpo.rewards.learned.ensemble import RewardEnsemble, ensemble_settings
 from grpo.rewards.learned.fingerprint import policy_fingerprint, task_settings
 from grpo.rewards.learned.network import build_reward_model, load_reward_model, score
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
@@ -67,6 +73,7 @@ class LearnedReward:
         seed: int = 0,
         cache_dir: str = "outputs/cache",
         step_labels=None,
+        ensemble=None,
     ):
         if kind not in (None, *KINDS):
             raise ValueError(f"reward.kind={kind!r} is not known; choose orm or prm (or null: from the advantage estimator)")
@@ -98,7 +105,8 @@ class LearnedReward:
         if isinstance(no_answer_penalty, bool) or not isinstance(no_answer_penalty, (int, float)) or not 0 <= no_answer_penalty < float("inf"):
             raise ValueError(f"reward.no_answer_penalty={no_answer_penalty!r}: must be a number >= 0 (0: no penalty; default 1.0)")
         self.no_answer_penalty = float(no_answer_penalty)
-        self.task = self.model = self.tokenizer = self._policy = None
+        self.ensemble = ensemble_settings(ensemble)  # {size, aggregate, std_weight}: member k is what seed + k builds
+        self.task = self.model = self.tokenizer = self._policy = None  # model: the one reward model, or a RewardEnsemble
         self.initial_examples: list[RMExample] = []  # the initial training set (the replay buffer starts from it)
         self.initial_metrics: dict[str, float] = {}
 
@@ -129,13 +137,29 @@ class LearnedReward:
         self._check_arch(policy)
         self.task, self._policy = task, policy
         self.step_labels.bind(policy, tokenizer)  # step_labels=mc continues prefixes with the policy (which keeps training)
-        path = build_once(self.cache_path(task, policy), "examples.json", lambda tmp: self._build(task, policy, tokenizer, tmp))
-        self.model, self.tokenizer = load_reward_model(str(path))
+        members, self.initial_examples, metrics = [], [], []
+        for seed in range(self.seed, self.seed + self.ensemble["size"]):
+            path = build_once(self.cache_path(task, policy, seed), "examples.json",
+                              lambda tmp, seed=seed: self._build(task, policy, tokenizer, tmp, seed))
+            model, self.tokenizer = load_reward_model(str(path))
+            members.append(model)
+            saved = json.loads((path / "examples.json").read_text())
+            self.initial_examples += [RMExample.from_plain(e) for e in saved["train"]]  # every member's training set
+            metrics.append(saved["metrics"])
+        self.initial_metrics = _mean_metrics(metrics)  # each member on its own held-out questions
+        if len(members) == 1:
+            self.model = members[0]
+        else:
+            self.model = RewardEnsemble(members, self.ensemble["aggregate"], self.ensemble["std_weight"])
+            log.info("Reward model ensemble of %d (aggregate %s); members' held-out %s", len(members),
+                     self.ensemble["aggregate"], "; ".join(_fmt(m) for m in metrics))
         self.model.eval()  # not a child of the LightningModule: no strategy wraps, shards or optimizes it
-        saved = json.loads((path / "examples.json").read_text())
-        self.initial_examples = [RMExample.from_plain(e) for e in saved["train"]]
-        self.initial_metrics = saved["metrics"]
         return self
+
+    @property
+    def members(self) -> list:
+        """The reward models: the one, or the ensemble's members (each trained on its own)."""
+        return list(self.model.members) if isinstance(self.model, RewardEnsemble) else [self.model]
 
     def _check_arch(self, policy) -> None:
         """init_from_policy copies the policy's backbone: a reward.arch that differs from it would be ignored: refused."""
@@ -151,20 +175,22 @@ class LearnedReward:
                              "reward.init_from_policy=true copies the policy's backbone: add reward.init_from_policy=false "
                              "for a reward model of its own size")
 
-    def cache_path(self, task, policy) -> Path:
+    def cache_path(self, task, policy, seed: int | None = None) -> Path:
+        """Where the model `seed` (default reward.seed; ensemble member k: reward.seed + k) builds is cached."""
         task_key = task_settings(task)
         model_key = {**self.model_kwargs, "arch": self.model_kwargs["arch"].as_dict()}
-        parts = [self.kind, "eos", model_key, self.init_from_policy, self.data, self.train_kwargs, self.seed,
+        seed = self.seed if seed is None else seed
+        parts = [self.kind, "eos", model_key, self.init_from_policy, self.data, self.train_kwargs, seed,
                  type(task).__qualname__, task_key, policy_fingerprint(policy)]
         labels = self.step_labels.describe() if self.kind == "prm" else None  # None (the checker): the key as before
         key = json.dumps(parts + ([labels] if labels is not None else []), sort_keys=True)
         return self.cache_dir / f"reward-{self.kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
-    def _build(self, task, policy, tokenizer, out: Path) -> None:
+    def _build(self, task, policy, tokenizer, out: Path, seed: int) -> None:
         name_or_path = self.model_kwargs["name_or_path"]
         rm_tokenizer = tokenizer if name_or_path is None else AutoTokenizer.from_pretrained(name_or_path)
-        model = build_reward_model(rm_tokenizer, init_from=policy if self.init_from_policy else None, seed=self.seed, **self.model_kwargs)
-        generator = torch.Generator().manual_seed(self.seed)
+        model = build_reward_model(rm_tokenizer, init_from=policy if self.init_from_policy else None, seed=seed, **self.model_kwargs)
+        generator = torch.Generator().manual_seed(seed)
         pool = task.train_problems()
         picked = [pool[i] for i in torch.randperm(len(pool), generator=generator)[: self.data["initial_prompts"]].tolist()]
         log.info("Initial %s: %d samples of the starting policy, %d training steps; cached for later runs",
@@ -173,7 +199,7 @@ class LearnedReward:
         home = next(policy.parameters()).device
         engine = KVCacheEngine(max_new_tokens=self.data["max_new_tokens"], temperature=self.data["temperature"])
         engine.load_weights(policy.to(device))
-        sampling = torch.Generator(device=device).manual_seed(self.seed)
+        sampling = torch.Generator(device=device).manual_seed(seed)
         problems, texts, ended = [], [], []
         for start in progress_bar(range(0, len(picked), 64), desc="Sampling for the reward model"):
             chunk = picked[start : start + 64]
@@ -185,7 +211,7 @@ class LearnedReward:
         policy.to(home)
         train, heldout = split_by_prompt(examples, self.data["heldout_fraction"], generator)
         metrics = train_reward_model(
-            model.to(device), rm_tokenizer, train, heldout, seed=self.seed, drop_last=False, desc=f"Initial {self.kind.upper()}", **self.train_kwargs
+            model.to(device), rm_tokenizer, train, heldout, seed=seed, drop_last=False, desc=f"Initial {self.kind.upper()}", **self.train_kwargs
         )
         log.info("Initial %s on held-out samples of the starting policy: %s", self.kind.upper(), _fmt(metrics))
         model.cpu().save_pretrained(out)
@@ -254,10 +280,12 @@ class LearnedReward:
         return evaluate_reward_model(self.model, self.tokenizer, examples)
 
     def retrain(self, examples: list[RMExample], *, steps: int, batch_size: int, lr: float, seed: int, progress: bool = True) -> None:
-        """Continue training on `examples` (every rank the same: gradients all-reduced, replicas stay identical)."""
+        """Continue training on `examples` (every rank the same: gradients all-reduced, replicas stay identical);
+        each ensemble member on its own, member k's data order and dropout seeded by seed + 7907 k."""
         self.follow_policy_device()
-        train_reward_model(self.model, self.tokenizer, examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
-                           progress=progress, desc="Reward model")
+        for k, member in enumerate(self.members):
+            train_reward_model(member, self.tokenizer, examples, steps=steps, batch_size=batch_size, lr=lr, seed=seed + 7907 * k,
+                               progress=progress, desc="Reward model" if len(self.members) == 1 else f"Reward model {k + 1}/{len(self.members)}")
 
     def state_dict(self) -> dict:
         return {"reward_model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()}}
@@ -270,6 +298,13 @@ class LearnedReward:
         device = next(self._policy.parameters()).device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
+
+
+def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
+    """Per metric every member reports, the mean of its finite values (nan if none is finite)."""
+    keys = set.intersection(*(set(m) for m in metrics)) if metrics else set()
+    finite = {k: [m[k] for m in metrics if math.isfinite(m[k])] for k in sorted(keys)}
+    return {k: sum(v) / len(v) if v else math.nan for k, v in finite.items()}
 
 
 def _endings(ended, completions: list[str]) -> list:
