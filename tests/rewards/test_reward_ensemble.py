@@ -56,7 +56,8 @@ def test_settings_defaults_and_refusals():
                          ({"aggregate": "lcb"}, r"set reward\.ensemble\.std_weight"),
                          ({"aggregate": "lcb", "std_weight": -1}, r"std_weight.*>= 0"),
                          ({"aggregate": "min", "std_weight": 1.0}, r"read by aggregate=lcb only.*would do nothing"),
-                         ({"members": 3}, r"reward\.ensemble has no setting \['members'\]")]:
+                         ({"members": 3}, r"reward\.ensemble has no setting \['members'\]"),
+                         (3, r"reward\.ensemble=3: .* e\.g\. reward\.ensemble\.size=3")]:
         with pytest.raises(ValueError, match=message):
             ensemble_settings(bad)
         with pytest.raises(ValueError, match=message):

@@ -39,6 +39,9 @@ def aggregate_logits(logits: Tensor, aggregate: str, std_weight: float | None = 
 
 def ensemble_settings(node: Mapping | None) -> dict:
     """reward.ensemble checked: {size, aggregate, std_weight}; a clear error for what cannot work."""
+    if node is not None and not isinstance(node, Mapping):
+        raise ValueError(f"reward.ensemble={node!r}: it is a group of settings; set them one by one, e.g. "
+                         f"reward.ensemble.size=3 reward.ensemble.aggregate=min")
     node = dict(node or {})
     unknown = set(node) - {"size", "aggregate", "std_weight"}
     if unknown:
