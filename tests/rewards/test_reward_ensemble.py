@@ -145,6 +145,24 @@ def test_retraining_trains_each_member_on_its_own(pair, tmp_path, policy):
         assert torch.equal(a, b)
 
 
+def test_each_member_records_what_its_own_monte_carlo_labels_cost(tmp_path, policy):
+    """Members built in one process share the labeller (its running cost): each examples.json keeps its own share."""
+    import json
+
+    from grpo.rewards.learned.mc_labels import MonteCarloStepLabels
+    from grpo.rollout.segmenters import MarkerSteps
+
+    model, tokenizer = policy
+    reward = LearnedReward(kind="prm", initial_prompts=16, samples_per_prompt=2, max_new_tokens=16, heldout_fraction=0.5,
+                           initial_steps=2, batch_size=4, cache_dir=str(tmp_path / "cache"), ensemble={"size": 2},
+                           step_labels=MonteCarloStepLabels(MarkerSteps(), n=2, max_new_tokens=8, cache=False))
+    reward.bind(TASK, policy=model, tokenizer=tokenizer)
+    saved = [json.loads(reward.cache_path(TASK, model, seed).joinpath("examples.json").read_text()) for seed in (0, 1)]
+    for member in saved:  # one example per labelled solution
+        assert member["label_cost"]["solutions"] == len(member["train"]) + len(member["heldout"]) > 0
+    assert sum(m["label_cost"]["solutions"] for m in saved) == reward.step_labels.cost.solutions
+
+
 def test_a_run_retrains_and_checkpoints_an_ensemble_prm(base_overrides, tmp_path):
     """python train.py debug=default reward=model supervision=process_min step_labels=mc reward.ensemble.size=2
     reward.ensemble.aggregate=min rm_schedule=online"""

@@ -75,6 +75,10 @@ class MCCost:
             setattr(self, key, getattr(self, key) + value)
         return self
 
+    def __sub__(self, other: "MCCost") -> "MCCost":
+        """What was spent since `other` (an earlier copy of this running total)."""
+        return MCCost(**{key: getattr(self, key) - value for key, value in asdict(other).items()})
+
     def per_step(self) -> dict[str, float]:
         """continuations and tokens per labelled step, seconds per 1,000 labelled steps."""
         steps = max(self.steps, 1)

@@ -22,6 +22,7 @@ retraining trains each member on its own.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -207,6 +208,7 @@ class LearnedReward:
             texts += tokenizer.batch_decode(drawn.ids.cpu(), skip_special_tokens=True)
             ended += (~drawn.truncated.cpu()).tolist()
             problems += [p for p in chunk for _ in range(self.data["samples_per_prompt"])]
+        spent = copy.copy(getattr(self.step_labels, "cost", None))  # MC labelling's running total before this build
         examples = self.label(problems, texts, ended)  # (step_labels=mc samples continuations: the policy is still on `device`)
         policy.to(home)
         train, heldout = split_by_prompt(examples, self.data["heldout_fraction"], generator)
@@ -217,7 +219,7 @@ class LearnedReward:
         model.cpu().save_pretrained(out)
         rm_tokenizer.save_pretrained(out)
         plain = {"train": [e.to_plain() for e in train], "heldout": [e.to_plain() for e in heldout], "metrics": metrics}
-        cost = getattr(self.step_labels, "cost", None)
+        cost = None if spent is None else self.step_labels.cost - spent  # this build's (not earlier members')
         if cost is not None and cost.steps and self.kind == "prm":  # Monte-Carlo labels made here: what they cost
             plain["label_cost"] = {**vars(cost), **cost.per_step()}
             log.info("Monte-Carlo step labels: %d steps of %d solutions; %s", cost.steps, cost.solutions, _fmt(cost.per_step()))
