@@ -72,6 +72,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"{args.run_dir} has no PRM ensemble: the script compares the members of reward.ensemble.size >= 2 "
                          "with process supervision")
     task, policy, tokenizer = load_policy(cfg)
+    policy.to("cuda" if torch.cuda.is_available() else "cpu")
     reward.bind(task, policy=policy, tokenizer=tokenizer)
     problems = task.heldout_problems()[: args.questions]
     engine = KVCacheEngine(max_new_tokens=cfg.sampling.max_new_tokens, temperature=cfg.sampling.temperature)
@@ -90,7 +91,11 @@ def main(argv=None) -> dict:
 def load_checkpoint(state: dict, policy, reward) -> None:
     """The checkpoint's policy weights (the module's `policy.*`) and reward-model weights into `policy` and `reward`."""
     weights = {k[len("policy."):]: v for k, v in state["state_dict"].items() if k.startswith("policy.")}
-    policy.load_state_dict(weights)
+    try:
+        policy.load_state_dict(weights)
+    except RuntimeError as err:
+        raise SystemExit(f"the checkpoint's policy weights do not fit the run's policy (a LoRA or sharded checkpoint is "
+                         f"not read here): {str(err)[:300]}") from err
     reward_state = state["reward_state"]
     if "reward_model" not in reward_state:  # a weighted reward: keyed by component name
         reward_state = next(s for s in reward_state.values() if isinstance(s, dict) and "reward_model" in s)

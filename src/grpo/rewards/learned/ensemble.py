@@ -1,6 +1,7 @@
-"""An ensemble of reward models read as one (reward.ensemble): a conservative score the policy cannot exploit
-through one model's blind spot (Coste et al., "Reward Model Ensembles Help Mitigate Overoptimization", arXiv
-2310.02743; Eisenstein et al., arXiv 2312.09244).
+"""An ensemble of reward models read as one (reward.ensemble): a conservative score, meant to leave the policy
+nothing to gain from one model's blind spot (Coste et al., "Reward Model Ensembles Help Mitigate Overoptimization",
+arXiv 2310.02743; Eisenstein et al., arXiv 2312.09244). It helps only as far as the members err apart:
+scripts/ensemble_agreement.py measures that (on task=arithmetic their errors were alike; docs/results.md).
 
 Member k is the reward model `reward.seed + k` builds on its own (its own sampled training questions, held-out
 split, head initialisation and data order), cached like a single one, so a member is shared with any run that
@@ -74,6 +75,6 @@ class RewardEnsemble(nn.Module):
         self.members = nn.ModuleList(members)
         self.aggregate, self.std_weight = aggregate, std_weight
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> SimpleNamespace:
+    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None) -> SimpleNamespace:
         logits = torch.stack([m(input_ids=input_ids, attention_mask=attention_mask).logits.float() for m in self.members])
         return SimpleNamespace(logits=aggregate_logits(logits, self.aggregate, self.std_weight))
