@@ -2,6 +2,7 @@
 
     .venv/bin/python scripts/prm_curve.py outputs/cache/reward-prm-<hash> model.seed=1     # trailing: config overrides
     .venv/bin/python scripts/prm_curve.py outputs/cache/reward-prm-<hash> --steps 6000 --every 500 --lr 1e-3 model.seed=1
+    .venv/bin/python scripts/prm_curve.py outputs/cache/reward-prm-<hash> --implicit-beta 0.05 model.seed=1   # an implicit PRM
 
 The directory is a cached initial reward model (`python train.py reward=model ...` writes one under
 reward.cache_dir; its examples.json holds the samples it was trained on and those of the questions it kept out).
@@ -47,12 +48,16 @@ def parse(argv=None):
     p.add_argument("--lr", type=float, default=3e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scratch", action="store_true", help="fresh weights of the cached model's architecture")
+    p.add_argument("--implicit-beta", type=float, default=None,
+                   help="train an implicit PRM with this beta instead (reward.implicit_beta; from the policy's weights)")
     p.add_argument("--json", type=Path, help="write the curve here")
     p.add_argument("overrides", nargs="*", help="config overrides naming the policy (e.g. model.seed=1)")
     args = p.parse_intermixed_args(argv)
     if not (args.reward_dir / "examples.json").is_file():
         p.error(f"{args.reward_dir} holds no examples.json: pass a directory `python train.py reward=model ...` cached "
                 "under reward.cache_dir (outputs/cache/reward-orm-* or reward-prm-*)")
+    if args.implicit_beta is not None and (args.scratch or not args.implicit_beta > 0):
+        p.error("--implicit-beta wants a number > 0 and starts from the policy's weights (not with --scratch)")
     if args.every < 1 or args.steps < 1:
         p.error("--steps and --every must be >= 1")
     return args
@@ -96,7 +101,7 @@ def main(argv=None) -> list[dict]:
             torch.manual_seed(args.seed)
             model = AutoModelForTokenClassification.from_config(config)
     else:
-        model = build_reward_model(tokenizer, init_from=policy, seed=args.seed)
+        model = build_reward_model(tokenizer, init_from=policy, seed=args.seed, implicit_beta=args.implicit_beta)
     model = model.to(device)
     print(f"{len(train)} training samples, {len(heldout)} held out ({len(set(e.prompt for e in heldout))} questions); "
           f"cached model's held-out metrics: {saved.get('metrics')}")

@@ -1,4 +1,4 @@
-"""A reward model: a transformers model with a scalar head on every token.
+"""A reward model: a transformers model with a scalar head on every token (or an implicit PRM, implicit.py).
 
 `AutoModelForTokenClassification` with `num_labels=1` gives one logit per token; the reward is
 sigmoid(logit), a probability of "right", read where the labels live:
@@ -19,10 +19,11 @@ from collections.abc import Mapping
 
 import torch
 from torch import Tensor
-from transformers import AutoModelForTokenClassification, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
 from grpo.models.tiny import TinyArch
 from grpo.rewards.learned.data import RMExample
+from grpo.rewards.learned.implicit import ImplicitPRM, is_implicit
 from grpo.rollout.modes import evaluating
 from grpo.rollout.steps import chars_to_tokens, token_ends
 
@@ -36,12 +37,17 @@ def build_reward_model(
     dtype: str = "float32",
     trust_remote_code: bool = False,
     seed: int = 0,
+    implicit_beta: float | None = None,
 ):
     """A scalar-head model: from `name_or_path` (hub id or directory), else the tiny built-in architecture.
 
     `init_from`: a causal LM whose backbone weights start the tiny model (the usual practice: a reward
     model starts from the policy); its config then sets the architecture and `arch` is unused.
+    implicit_beta: a number makes an implicit PRM instead (grpo.rewards.learned.implicit): the same causal LM
+    (the policy's weights with `init_from`, `name_or_path`'s, or `arch` freshly built) and its frozen copy.
     """
+    if implicit_beta is not None:
+        return _implicit_model(tokenizer, name_or_path, init_from, arch, dtype, trust_remote_code, seed, implicit_beta)
     if name_or_path is not None:
         try:
             return AutoModelForTokenClassification.from_pretrained(
@@ -65,9 +71,30 @@ def build_reward_model(
     return model.to(getattr(torch, dtype))
 
 
+def _implicit_model(tokenizer, name_or_path, init_from, arch, dtype, trust_remote_code, seed, beta) -> ImplicitPRM:
+    if name_or_path is not None:
+        try:
+            lm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as err:
+            raise ValueError(
+                f"Could not load an implicit PRM's language model from reward.name_or_path={name_or_path!r}: it is neither a "
+                f"local directory holding a transformers causal LM nor a hub id that can be reached from here. ({err})"
+            ) from err
+        return ImplicitPRM(lm, beta=beta)
+    config = init_from.config.__class__.from_dict(init_from.config.to_dict()) if init_from is not None else \
+        TinyArch.from_node(arch, where="reward.arch").config(tokenizer)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        lm = AutoModelForCausalLM.from_config(config)
+    if init_from is not None:
+        lm.load_state_dict(init_from.state_dict())
+    return ImplicitPRM(lm.to(getattr(torch, dtype)), beta=beta)
+
+
 def load_reward_model(path: str):
-    """(model, tokenizer) saved by `save_pretrained` under `path`."""
-    return AutoModelForTokenClassification.from_pretrained(path), AutoTokenizer.from_pretrained(path)
+    """(model, tokenizer) saved by `save_pretrained` under `path` (a scalar-head model or an implicit PRM)."""
+    model = ImplicitPRM.from_pretrained(path) if is_implicit(path) else AutoModelForTokenClassification.from_pretrained(path)
+    return model, AutoTokenizer.from_pretrained(path)
 
 
 def _target_tokens(ends: list[int], char_indices: list[int]) -> list[int]:

@@ -15,6 +15,9 @@ under `cache_dir`, keyed by everything that shapes it (settings, task, a fingerp
 weights), like the policy's warm start; later runs load it. The iterative schedule
 (rm_schedule=iterative) then keeps training it on samples of the current policy.
 
+reward.implicit_beta=beta makes the model an implicit PRM (`implicit.ImplicitPRM`): a causal LM whose score is
+beta times its cumulative log-likelihood ratio to its frozen starting point, trained on the same labels.
+
 reward.ensemble.size=K reads K such models as one (`ensemble.RewardEnsemble`): member k is the model
 reward.seed + k builds (cached apart), their logits combined by reward.ensemble.aggregate (mean | min | lcb);
 retraining trains each member on its own.
@@ -75,6 +78,7 @@ class LearnedReward:
         cache_dir: str = "outputs/cache",
         step_labels=None,
         ensemble=None,
+        implicit_beta: float | None = None,
     ):
         if kind not in (None, *KINDS):
             raise ValueError(f"reward.kind={kind!r} is not known; choose orm or prm (or null: from the advantage estimator)")
@@ -92,6 +96,7 @@ class LearnedReward:
             arch=TinyArch.from_node(arch if self.arch_fields is None else self.arch_fields, where="reward.arch"),
             dtype=dtype,
             trust_remote_code=trust_remote_code,
+            implicit_beta=_checked_beta(implicit_beta),
         )
         self.init_from_policy = init_from_policy and name_or_path is None
         self.data = dict(
@@ -180,6 +185,8 @@ class LearnedReward:
         """Where the model `seed` (default reward.seed; ensemble member k: reward.seed + k) builds is cached."""
         task_key = task_settings(task)
         model_key = {**self.model_kwargs, "arch": self.model_kwargs["arch"].as_dict()}
+        if model_key["implicit_beta"] is None:  # a scalar head: the key as before implicit PRMs existed
+            del model_key["implicit_beta"]
         seed = self.seed if seed is None else seed
         parts = [self.kind, "eos", model_key, self.init_from_policy, self.data, self.train_kwargs, seed,
                  type(task).__qualname__, task_key, policy_fingerprint(policy)]
@@ -300,6 +307,15 @@ class LearnedReward:
         device = next(self._policy.parameters()).device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
+
+
+def _checked_beta(beta) -> float | None:
+    if beta is None:
+        return None
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
+        raise ValueError(f"reward.implicit_beta={beta!r}: null (a scalar-head reward model) or a number > 0, the implicit "
+                         "PRM's scale (e.g. reward.implicit_beta=0.05, PRIME's)")
+    return float(beta)
 
 
 def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
