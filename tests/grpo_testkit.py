@@ -76,6 +76,14 @@ class DigitShareReward(VerifierReward):
         return torch.tensor([sum(c.isdigit() for c in text) / max(len(text), 1) for text in completions])
 
 
+def online_mc_prm_overrides(cache: str | Path) -> list[str]:
+    """A debug run's settings for a tiny PRM on MC labels, retrained online after every step (add debug=default)."""
+    return ["eval.every_n_steps=100", "eval.prompts=4", "eval.k_prompts=2", "reward=model", "supervision=process_min",
+            "step_labels=mc", "rm_schedule=online", "reward.initial_prompts=4", "reward.samples_per_prompt=2",
+            "reward.initial_steps=2", "reward.batch_size=4", f"reward.cache_dir={cache}", "rm_schedule.rm_steps=2",
+            "rm_schedule.eval_samples=4", "rm_schedule.steps_per_iteration=1"]
+
+
 def read_scalars(log_dir: str | Path) -> dict[str, list[tuple[int, float]]]:
     """All scalar series of the TensorBoard event files under `log_dir`."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator

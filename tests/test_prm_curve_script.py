@@ -46,6 +46,13 @@ def test_curve_rows_and_checker_columns(prm_curve, cached_prm, base_overrides, t
     assert [row["step"] for row in scratch] == [0, 1]
     assert scratch[0]["labels"]["auroc"] != curve[0]["labels"]["auroc"]
 
+    # --implicit-beta: an implicit PRM from the policy's weights: every score 0.5 at the start (pi_phi = pi_ref), so
+    # accuracy is the share of negatives; training moves it
+    implicit = prm_curve.main([str(cached_prm), "--steps", "2", "--every", "2", "--lr", "1e-3", "--implicit-beta", "0.5"] + base_overrides)
+    start = implicit[0]["labels"]
+    assert start["accuracy"] == pytest.approx(1 - start["positive_rate"]) and start["auroc"] == pytest.approx(0.5)
+    assert implicit[-1]["labels"] != start
+
 
 def test_a_directory_without_examples_is_refused(prm_curve, tmp_path, capsys):
     with pytest.raises(SystemExit):

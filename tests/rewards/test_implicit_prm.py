@@ -19,7 +19,7 @@ from grpo.rewards.learned.network import build_reward_model, load_reward_model, 
 from grpo.rewards.learned.reward import LearnedReward
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
 from grpo.tasks.arithmetic import ArithmeticTask
-from grpo_testkit import compose_config, read_scalars, tiny_lm
+from grpo_testkit import compose_config, online_mc_prm_overrides, read_scalars, tiny_lm
 
 TASK = ArithmeticTask(train_size=300, heldout_size=50)
 
@@ -105,13 +105,7 @@ def test_the_setting_reaches_the_reward_and_changes_the_cache_key(tmp_path):
 def test_a_run_retrains_and_checkpoints_an_implicit_prm(base_overrides, tmp_path):
     """python train.py debug=default reward=model supervision=process_min step_labels=mc reward.implicit_beta=0.1
     rm_schedule=online"""
-    cfg = compose_config(base_overrides + [
-        "eval.every_n_steps=100", "eval.prompts=4", "eval.k_prompts=2", "reward=model", "supervision=process_min",
-        "step_labels=mc", "reward.implicit_beta=0.1", "rm_schedule=online",
-        "reward.initial_prompts=4", "reward.samples_per_prompt=2", "reward.initial_steps=2", "reward.batch_size=4",
-        f"reward.cache_dir={tmp_path / 'cache'}", "rm_schedule.rm_steps=2", "rm_schedule.eval_samples=4",
-        "rm_schedule.steps_per_iteration=1",
-    ], output_dir=tmp_path / "run")
+    cfg = compose_config(base_overrides + online_mc_prm_overrides(tmp_path / "cache") + ["reward.implicit_beta=0.1"], output_dir=tmp_path / "run")
     module, datamodule, trainer = build(cfg)
     reward = module.rollout.reward
     assert isinstance(reward.model, ImplicitPRM) and reward.model.beta == 0.1

@@ -18,7 +18,7 @@ from grpo.rewards.learned.network import score
 from grpo.rewards.learned.reward import LearnedReward
 from grpo.tasks.arithmetic import ArithmeticTask
 from grpo.tasks.base import Problem
-from grpo_testkit import compose_config, read_scalars, tiny_lm
+from grpo_testkit import compose_config, online_mc_prm_overrides, read_scalars, tiny_lm
 
 TASK = ArithmeticTask(train_size=300, heldout_size=50)
 PROBLEM = Problem("Q:12+5-3=", "14", "12+5=17;17-3=14;A:14")
@@ -166,13 +166,7 @@ def test_each_member_records_what_its_own_monte_carlo_labels_cost(tmp_path, poli
 def test_a_run_retrains_and_checkpoints_an_ensemble_prm(base_overrides, tmp_path):
     """python train.py debug=default reward=model supervision=process_min step_labels=mc reward.ensemble.size=2
     reward.ensemble.aggregate=min rm_schedule=online"""
-    cfg = compose_config(base_overrides + [
-        "eval.every_n_steps=100", "eval.prompts=4", "eval.k_prompts=2", "reward=model", "supervision=process_min",
-        "step_labels=mc", "reward.ensemble.size=2", "reward.ensemble.aggregate=min", "rm_schedule=online",
-        "reward.initial_prompts=4", "reward.samples_per_prompt=2", "reward.initial_steps=2", "reward.batch_size=4",
-        f"reward.cache_dir={tmp_path / 'cache'}", "rm_schedule.rm_steps=2", "rm_schedule.eval_samples=4",
-        "rm_schedule.steps_per_iteration=1",
-    ], output_dir=tmp_path / "run")
+    cfg = compose_config(base_overrides + online_mc_prm_overrides(tmp_path / "cache") + ["reward.ensemble.size=2", "reward.ensemble.aggregate=min"], output_dir=tmp_path / "run")
     module, datamodule, trainer = build(cfg)
     reward = module.rollout.reward
     before = [[p.clone() for p in m.parameters()] for m in reward.members]
