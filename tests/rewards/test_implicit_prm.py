@@ -121,3 +121,16 @@ def test_a_run_retrains_and_checkpoints_an_implicit_prm(base_overrides, tmp_path
     state = torch.load(ckpt, weights_only=False)["reward_state"]["reward_model"]
     for k, v in reward.model.state_dict().items():
         assert torch.equal(state[k], v.cpu())
+
+
+def test_a_transformers_model_by_path_starts_it_and_a_bad_path_is_refused(saved_tiny_model, tmp_path):
+    """reward.implicit_beta=0.1 reward.name_or_path=<directory or hub id>: that causal LM, and its frozen copy."""
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(saved_tiny_model)
+    model = build_reward_model(None, name_or_path=str(saved_tiny_model), implicit_beta=0.1)
+    assert isinstance(model, ImplicitPRM)
+    for a, b, c in zip(model.lm.parameters(), model.reference.parameters(), saved.parameters()):
+        assert torch.equal(a, c) and torch.equal(b, c)
+    with pytest.raises(ValueError, match=r"implicit PRM's language model from reward\.name_or_path=.*neither a local directory"):
+        build_reward_model(None, name_or_path=str(tmp_path / "nothing"), implicit_beta=0.1)
