@@ -45,12 +45,10 @@ class ImplicitPRM(nn.Module):
 
     def __init__(self, lm: nn.Module, reference: nn.Module | None = None, beta: float = 0.05):
         super().__init__()
-        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < float("inf"):
-            raise ValueError(f"reward.implicit_beta={beta!r}: the implicit PRM's scale, a number > 0 (PRIME: 0.05)")
         self.lm = lm
         self.reference = copy.deepcopy(lm) if reference is None else reference
         self.reference.requires_grad_(False).eval()
-        self.beta = float(beta)
+        self.beta = checked_beta(beta)
 
     @property
     def config(self):
@@ -81,6 +79,16 @@ class ImplicitPRM(nn.Module):
         path = Path(path)
         beta = json.loads((path / CONFIG).read_text())["beta"]
         return cls(AutoModelForCausalLM.from_pretrained(path), AutoModelForCausalLM.from_pretrained(path / "reference"), beta)
+
+
+def checked_beta(beta) -> float | None:
+    """reward.implicit_beta checked: None (a scalar-head model) or a number > 0."""
+    if beta is None:
+        return None
+    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < float("inf"):
+        raise ValueError(f"reward.implicit_beta={beta!r}: null (a scalar-head reward model) or a number > 0, the implicit "
+                         "PRM's scale (e.g. reward.implicit_beta=0.5)")
+    return float(beta)
 
 
 def is_implicit(path) -> bool:

@@ -46,49 +46,48 @@ def build_reward_model(
     implicit_beta: a number makes an implicit PRM instead (grpo.rewards.learned.implicit): the same causal LM
     (the policy's weights with `init_from`, `name_or_path`'s, or `arch` freshly built) and its frozen copy.
     """
-    if implicit_beta is not None:
-        return _implicit_model(tokenizer, name_or_path, init_from, arch, dtype, trust_remote_code, seed, implicit_beta)
+    torch_dtype = getattr(torch, dtype)
+    if implicit_beta is not None:  # a causal LM and its frozen copy (implicit.py)
+        if name_or_path is not None:
+            lm = _from_pretrained(AutoModelForCausalLM, name_or_path, "an implicit PRM's language model", "causal LM",
+                                  dtype=torch_dtype, trust_remote_code=trust_remote_code)
+        else:
+            lm = _fresh(AutoModelForCausalLM, _config(tokenizer, init_from, arch), seed)
+            if init_from is not None:
+                lm.load_state_dict(init_from.state_dict())
+        return ImplicitPRM(lm.to(torch_dtype), beta=implicit_beta)
     if name_or_path is not None:
-        try:
-            return AutoModelForTokenClassification.from_pretrained(
-                name_or_path, num_labels=1, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code
-            )
-        except (OSError, ValueError) as err:
-            raise ValueError(
-                f"Could not load a reward model from reward.name_or_path={name_or_path!r}: it is neither a local "
-                f"directory holding a transformers model nor a hub id that can be reached from here. ({err})"
-            ) from err
-    if init_from is not None:
-        config = init_from.config.__class__.from_dict(init_from.config.to_dict())
-    else:
-        config = TinyArch.from_node(arch, where="reward.arch").config(tokenizer)
+        return _from_pretrained(AutoModelForTokenClassification, name_or_path, "a reward model", "model", num_labels=1,
+                                dtype=torch_dtype, trust_remote_code=trust_remote_code)
+    config = _config(tokenizer, init_from, arch)
     config.num_labels = 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = AutoModelForTokenClassification.from_config(config)
+    model = _fresh(AutoModelForTokenClassification, config, seed)
     if init_from is not None:
         model.base_model.load_state_dict(init_from.base_model.state_dict())
-    return model.to(getattr(torch, dtype))
+    return model.to(torch_dtype)
 
 
-def _implicit_model(tokenizer, name_or_path, init_from, arch, dtype, trust_remote_code, seed, beta) -> ImplicitPRM:
-    if name_or_path is not None:
-        try:
-            lm = AutoModelForCausalLM.from_pretrained(name_or_path, dtype=getattr(torch, dtype), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as err:
-            raise ValueError(
-                f"Could not load an implicit PRM's language model from reward.name_or_path={name_or_path!r}: it is neither a "
-                f"local directory holding a transformers causal LM nor a hub id that can be reached from here. ({err})"
-            ) from err
-        return ImplicitPRM(lm, beta=beta)
-    config = init_from.config.__class__.from_dict(init_from.config.to_dict()) if init_from is not None else \
-        TinyArch.from_node(arch, where="reward.arch").config(tokenizer)
+def _from_pretrained(auto_class, name_or_path: str, what: str, kind: str, **kwargs):
+    try:
+        return auto_class.from_pretrained(name_or_path, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ValueError(
+            f"Could not load {what} from reward.name_or_path={name_or_path!r}: it is neither a local directory holding "
+            f"a transformers {kind} nor a hub id that can be reached from here. ({err})"
+        ) from err
+
+
+def _config(tokenizer, init_from, arch):
+    """init_from's config (a copy), else the tiny architecture `arch` over the tokenizer's vocabulary."""
+    if init_from is not None:
+        return init_from.config.__class__.from_dict(init_from.config.to_dict())
+    return TinyArch.from_node(arch, where="reward.arch").config(tokenizer)
+
+
+def _fresh(auto_class, config, seed: int):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        lm = AutoModelForCausalLM.from_config(config)
-    if init_from is not None:
-        lm.load_state_dict(init_from.state_dict())
-    return ImplicitPRM(lm.to(getattr(torch, dtype)), beta=beta)
+        return auto_class.from_config(config)
 
 
 def load_reward_model(path: str):

@@ -43,6 +43,7 @@ from grpo.rewards.learned.data import KINDS, CheckerStepLabels, RMExample, label
 from grpo.rewards.learned.endings import is_cut_tail
 from grpo.rewards.learned.ensemble import RewardEnsemble, ensemble_settings
 from grpo.rewards.learned.fingerprint import policy_fingerprint, task_settings
+from grpo.rewards.learned.implicit import checked_beta
 from grpo.rewards.learned.network import build_reward_model, load_reward_model, score
 from grpo.rewards.learned.training import evaluate_reward_model, train_reward_model
 from grpo.rollout.engine import KVCacheEngine, sample_problems
@@ -96,7 +97,7 @@ class LearnedReward:
             arch=TinyArch.from_node(arch if self.arch_fields is None else self.arch_fields, where="reward.arch"),
             dtype=dtype,
             trust_remote_code=trust_remote_code,
-            implicit_beta=_checked_beta(implicit_beta),
+            implicit_beta=checked_beta(implicit_beta),
         )
         self.init_from_policy = init_from_policy and name_or_path is None
         self.data = dict(
@@ -307,15 +308,6 @@ class LearnedReward:
         device = next(self._policy.parameters()).device
         if next(self.model.parameters()).device != device:
             self.model.to(device)
-
-
-def _checked_beta(beta) -> float | None:
-    if beta is None:
-        return None
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 < beta < math.inf:
-        raise ValueError(f"reward.implicit_beta={beta!r}: null (a scalar-head reward model) or a number > 0, the implicit "
-                         "PRM's scale (e.g. reward.implicit_beta=0.05, PRIME's)")
-    return float(beta)
 
 
 def _mean_metrics(metrics: list[dict[str, float]]) -> dict[str, float]:
