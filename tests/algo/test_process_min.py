@@ -149,3 +149,52 @@ def test_a_group_is_flat_only_if_its_outcomes_are_equal_too():
     torch.testing.assert_close(got, torch.tensor([[0.5, 0.5], [-0.5, -0.5]]), rtol=0, atol=1e-6)
     same = process_min_advantages(step_rewards, step_end_mask, 2, outcome=torch.tensor([1.0, 1.0]))
     assert torch.equal(same, torch.zeros(2, 2))
+
+
+def test_decoupled_outcome_gets_its_own_grpo_advantage():
+    # advantage.outcome_scale=group (PRIME / GDPO): A = w_s * A^min(steps alone) + w_o * GRPO's outcome advantage.
+    # G = 2, T = 4, two groups. Steps (scale "none" for the hand sums):
+    #   group 0: row 0 steps 0.2 (t=1), 0.9 (t=3); row 1 steps 0.8 (t=1), 0.6 (t=3); outcomes 1, 0
+    #     min-form returns: row 0: 0.2, 0.2, 0.9, 0.9; row 1: 0.6 x 4; b = (0.2 + 0.6) / 2 = 0.4
+    #     A^min: row 0: -0.2, -0.2, 0.5, 0.5; row 1: 0.2 x 4
+    #     outcome advantage (group std): o = (1, 0): mean 0.5, std (Bessel) 0.707107 -> +0.707107, -0.707107
+    #   group 1: both rows one step 0.5 at t=3 (flat steps: A^min = 0); outcomes 1, 1 (flat): 0
+    # with outcome weight 2 (the outcome arrives weighted: 2, 0) the std division cancels it and it is put back:
+    #   row 0: -0.2 + 2 * 0.707107 = 1.214214 (t=0,1), 0.5 + 1.414214 = 1.914214 (t=2,3); row 1: 0.2 - 1.414214
+    step_rewards, step_end_mask = steps(4, [[(1, 0.2), (3, 0.9)], [(1, 0.8), (3, 0.6)], [(3, 0.5)], [(3, 0.5)]])
+    outcome = torch.tensor([2.0, 0.0, 2.0, 2.0])
+    got = process_min_advantages(step_rewards, step_end_mask, 2, scale="none", eps=0.0, outcome=outcome,
+                                 outcome_scale="group", weights=(1.0, 2.0))
+    want = torch.tensor([[1.214214, 1.214214, 1.914214, 1.914214], [-1.214214] * 4, [0.0] * 4, [0.0] * 4])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    # unscaled, the weight is already in the outcome: 2 - 1 = +1 / -1, not multiplied again
+    none = process_min_advantages(step_rewards, step_end_mask, 2, scale="none", eps=0.0, outcome=outcome,
+                                  outcome_scale="none", weights=(1.0, 2.0))
+    torch.testing.assert_close(none[:2], torch.tensor([[0.8, 0.8, 1.5, 1.5], [-0.8] * 4]), rtol=0, atol=1e-6)
+    # joint (outcome_scale None) is a different estimator: the outcome inside the min-form return, one baseline
+    joint = process_min_advantages(step_rewards, step_end_mask, 2, scale="none", eps=0.0, outcome=outcome)
+    assert not torch.allclose(joint, got)
+    # through the estimator, as the rollout calls it (weights from the reward's components)
+    est = ProcessMinAdvantages(scale="none", eps=0.0, outcome_scale="group")
+    torch.testing.assert_close(est(None, 2, step_rewards, step_end_mask, outcome=outcome, weights=(1.0, 2.0)), got)
+
+
+def test_decoupled_steps_term_keeps_its_weight_under_a_std():
+    # scale="batch" divides the step rewards' returns by their std, which cancels the PRM's weight w_s; it is put back:
+    # the PRM weighted 3 (its rewards arrive x3) gives 3 x the advantage of the PRM weighted 1.
+    step_rewards, step_end_mask = steps(4, [[(1, 0.2), (3, 0.9)], [(1, 0.8), (3, 0.6)]])
+    outcome = torch.tensor([1.0, 1.0])  # flat: only the PRM's term
+    one = process_min_advantages(step_rewards, step_end_mask, 2, scale="batch", eps=0.0, outcome=outcome, outcome_scale="group",
+                                 weights=(1.0, 1.0))
+    three = process_min_advantages(3 * step_rewards, step_end_mask, 2, scale="batch", eps=0.0, outcome=outcome,
+                                   outcome_scale="group", weights=(3.0, 1.0))
+    assert one.abs().sum() > 0
+    torch.testing.assert_close(three, 3 * one, rtol=1e-4, atol=1e-5)
+
+
+def test_decoupled_needs_an_outcome_and_a_known_scale():
+    step_rewards, step_end_mask = steps(2, [[(1, 0.5)], [(1, 0.2)]])
+    with pytest.raises(ValueError, match=r"advantage.outcome_scale='group'.*reward=prm_verifier"):
+        ProcessMinAdvantages(outcome_scale="group")(None, 2, step_rewards, step_end_mask)
+    with pytest.raises(ValueError, match=r"scale_rewards='per_token' is not known"):
+        ProcessMinAdvantages(outcome_scale="per_token")

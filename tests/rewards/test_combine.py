@@ -122,6 +122,7 @@ def test_outcome_apart_keeps_the_outcome_off_the_steps():
     scores = reward.score([P] * 3, ["1;2\n", "1;2", "  "], process=True, outcome_apart=True)
     assert scores.steps == [[(0, 0.25), (2, 0.5)], [(0, 0.25), (2, 0.5)], []]
     assert scores.outcome == [2.0, 0.0, 2.0]  # 2 * the verifier's value
+    assert scores.weights == (1.0, 2.0)  # the step components' total weight, the outcome ones' (decoupled estimators)
     alone = WeightedRewards({"verifier": {"fn": fixed([1.0, 0.0]), "weight": 1.0}})
     scores = alone.score([P] * 2, ["ab", "c"], process=True, outcome_apart=True)
     assert scores.outcome is None and scores.steps == [[(1, 1.0)], [(0, 0.0)]]

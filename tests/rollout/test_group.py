@@ -315,9 +315,11 @@ def test_verify_must_return_a_bool(lm, problems):
         collect(lm, LooseTask(train_size=30, heldout_size=5, seed=4), problems, FakeReward([1.0] * 12))
 
 
-def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems):
+@pytest.mark.parametrize("outcome_scale", [None, "group"])
+def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems, outcome_scale):
     """reward=prm_verifier under supervision=process_min: the rollout passes the outcome-only components' sum to the
-    estimator as `outcome` (a term added to every return), and the step tensors hold the step component's rewards only."""
+    estimator as `outcome` (a term added to every return, or with advantage.outcome_scale its own advantage, with the
+    components' weights), and the step tensors hold the step component's rewards only."""
     from grpo.algo.process_min import ProcessMinAdvantages, process_min_advantages
     from grpo.rewards.combine import WeightedRewards
     from grpo.rollout.steps import step_reward_tensors
@@ -326,7 +328,7 @@ def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems):
     verdict = [1.0, 0.0] * 6  # the "verifier": right / wrong alternately
     prm = FakeReward(step_fn=lambda i, text: [(0, 0.5), (len(text) - 1, 0.25 * (i % 3))] if len(text) > 1 else [])
     reward = WeightedRewards({"model": {"fn": prm}, "verifier": {"fn": lambda problems, completions: verdict, "weight": 2.0}})
-    estimator = ProcessMinAdvantages(scale="none", eps=0.0)
+    estimator = ProcessMinAdvantages(scale="none", eps=0.0, outcome_scale=outcome_scale)
     rollout = GroupRollout(KVCacheEngine(max_new_tokens=10), estimator, group_size=G, reward=reward, task=task,
                            tokenizer=tok, skip_zero_spread=False)
     out = rollout(model, None, problems, generator=torch.Generator().manual_seed(0))
@@ -337,9 +339,30 @@ def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems):
     ended = torch.tensor(out.ended)
     steps = [[(0, 0.5), (len(t) - 1, 0.25 * (i % 3))] if len(t) > 1 else [] for i, t in enumerate(texts)]
     step_rewards, ends = step_reward_tensors(tok, comp.cpu(), mask.cpu(), steps, ended=ended)
-    want = process_min_advantages(step_rewards, ends, G, scale="none", outcome=2.0 * torch.tensor(verdict))
+    want = process_min_advantages(step_rewards, ends, G, scale="none", eps=0.0, outcome=2.0 * torch.tensor(verdict),
+                                  outcome_scale=outcome_scale, weights=(1.0, 2.0))
     torch.testing.assert_close(out.batch.advantages, want)
+    if outcome_scale is not None:  # the verifier's weight 2 is on its group-std advantage: +-2 x 0.7071 per right / wrong pair
+        alone = process_min_advantages(step_rewards, ends, G, scale="none", eps=0.0, outcome=2.0 * torch.tensor(verdict),
+                                       outcome_scale=outcome_scale, weights=(1.0, 1.0))
+        assert not torch.allclose(want, alone)
     assert out.batch.advantages.abs().sum() > 0
+
+
+def test_decoupled_outcome_needs_a_prm_and_an_outcome_beside_it(lm, task):
+    """advantage.outcome_scale set with a reward that has no outcome term apart from step rewards (a PRM alone, or a
+    verifier alone) fails when the rollout is built, before any model is trained, and says what to use."""
+    from grpo.algo.process_min import ProcessMinAdvantages
+    from grpo.rewards.combine import WeightedRewards
+
+    estimator = ProcessMinAdvantages(outcome_scale="group")
+    prm = FakeReward(step_fn=lambda i, text: [(0, 0.5)])
+    verifier = lambda problems, completions: [1.0] * len(completions)  # noqa: E731
+    for reward in (prm, WeightedRewards({"verifier": {"fn": verifier}})):
+        with pytest.raises(ValueError, match=r"advantage.outcome_scale='group'.*reward=prm_verifier"):
+            GroupRollout(KVCacheEngine(max_new_tokens=4), estimator, group_size=G, reward=reward, task=task, tokenizer=lm[1])
+    both = WeightedRewards({"model": {"fn": prm}, "verifier": {"fn": verifier}})
+    GroupRollout(KVCacheEngine(max_new_tokens=4), estimator, group_size=G, reward=both, task=task, tokenizer=lm[1])
 
 
 @pytest.mark.parametrize("eos_credit", [True, False])

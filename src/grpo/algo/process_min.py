@@ -20,6 +20,20 @@ and the baseline and scale are those of these returns. Putting o_i on the last s
 min discard it whenever a step before scored lower, which is most of the time for a wrong answer whose
 mistake the PRM saw, and always for a right answer the PRM doubts: the verifier would be cut off.
 
+Decoupled (outcome_scale set: group, batch or none): each reward gets its own advantage and the two are added,
+as PRIME does (arXiv 2502.01456: the outcome's and the process rewards' returns, each with its own leave-one-out
+baseline, summed) and as GDPO normalises each reward on its own (arXiv 2601.05242):
+
+    A_it = w_s * A_it^min  +  w_o * (o_i - mean_group(o)) / (std(o) + eps)      (std per outcome_scale; none: no division)
+
+A^min: the min-form advantage above of the step rewards alone (scale, min_spread as above); the outcome's
+advantage is GRPO's outcome advantage (its group flat below min_spread) on every token of the row. w_s, w_o: the
+total weight of the step and of the outcome components (reward.components.<k>.weight); a std division cancels a
+weight, so a scaled term is multiplied back by |w| (unscaled, the weight is already in). Joint, the returns'
+one std holds the PRM's spread and the outcome's together, so the verifier's advantages come out smaller than
+GRPO's own (the verifier-only run's); decoupled, the verifier's term is exactly the verifier-only run's and the
+PRM's is added to it.
+
 A row can no longer gain by adding steps a reward model likes: a step scoring at least the row's worst
 step changes neither the row's return G_i0 nor the baseline, whereas under the sum (supervision=process)
 every such step adds its normalised reward to all the tokens before it.
@@ -48,7 +62,8 @@ import torch
 from torch import Tensor
 
 from grpo.algo.advantages import (
-    StepAdvantages, _float32_at_least, check_step_tensors, is_flat, masked_spread, masked_std, scale_name,
+    StepAdvantages, _float32_at_least, check_step_tensors, is_flat, masked_spread, masked_std, outcome_advantages,
+    scale_name,
 )
 
 
@@ -66,7 +81,8 @@ def min_form_returns(step_rewards: Tensor, step_end_mask: Tensor) -> tuple[Tenso
 
 def process_min_advantages(
     step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale: bool | str = True, eps: float = 1e-4,
-    min_spread: float = 0.0, outcome: Tensor | None = None,
+    min_spread: float = 0.0, outcome: Tensor | None = None, outcome_scale: bool | str | None = None,
+    weights: tuple[float, float] = (1.0, 1.0),
 ) -> Tensor:
     """Min-form process advantages (see the module docstring).
 
@@ -74,10 +90,18 @@ def process_min_advantages(
     step_end_mask: [N, T] bool, True at those tokens. Rows prompt-major, each group's G rows contiguous.
     outcome:       [N] float or None: each row's outcome reward, added to every return of the row (a row
                    without a step still gets 0).
+    outcome_scale: None: the outcome is a term of the return (joint). group / batch / none (or True / False):
+                   decoupled, the outcome's own GRPO advantage, so scaled, added on every token of each row.
+    weights:       (w_s, w_o), decoupled only: the total weight of the step components and of the outcome ones
+                   (already in step_rewards and outcome), put back on a term whose std division cancelled it.
     Returns [N, T] (float32, or float64 if step_rewards are). A group whose step rewards are all equal,
     or span (max - min) less than min_spread (grpo.min_spread), and whose outcomes do too, gets 0.
     """
     check_step_tensors(step_rewards, step_end_mask, group_size, eps)
+    if outcome_scale is not None:
+        if outcome is None:
+            raise ValueError("outcome_scale (decoupled) needs the outcome rewards [N] beside the step rewards")
+        return _decoupled(step_rewards, step_end_mask, group_size, scale, eps, min_spread, outcome, outcome_scale, weights)
     n_rows, T = step_rewards.shape
     is_end = step_end_mask.bool()
     returns, alive = min_form_returns(step_rewards, is_end)  # [N, T]
@@ -104,10 +128,49 @@ def process_min_advantages(
     return torch.where(keep, centred, torch.zeros_like(centred)).view(n_rows, T)
 
 
+def _decoupled(step_rewards: Tensor, step_end_mask: Tensor, group_size: int, scale, eps: float, min_spread: float,
+               outcome: Tensor, outcome_scale, weights: tuple[float, float]) -> Tensor:
+    """w_s * A^min (the step rewards alone) + w_o * A^outcome [N] on every token of the row -> [N, T]."""
+    n_rows, T = step_rewards.shape
+    if outcome.shape != (n_rows,):
+        raise ValueError(f"outcome must be [N] = [{n_rows}], one reward per row; got {tuple(outcome.shape)}")
+    w_steps, w_outcome = (float(w) for w in weights)
+    steps = process_min_advantages(step_rewards, step_end_mask, group_size, scale=scale, eps=eps, min_spread=min_spread)
+    final = outcome_advantages(outcome.to(steps), group_size, scale=outcome_scale, eps=eps, min_spread=min_spread)  # [N]
+    if scale_name(scale) != "none":
+        steps = abs(w_steps) * steps
+    if scale_name(outcome_scale) != "none":
+        final = abs(w_outcome) * final
+    return steps + final[:, None]
+
+
 class ProcessMinAdvantages(StepAdvantages):
     """supervision=process_min: `process_min_advantages` of the per-step rewards (scale as ProcessAdvantages);
-    an outcome-only reward component (the verifier beside a PRM) comes apart, as `outcome`."""
+    an outcome-only reward component (the verifier beside a PRM) comes apart, as `outcome`. outcome_scale
+    (advantage.outcome_scale): None keeps it a term of the return; group / batch / none gives it its own
+    advantage (decoupled), which needs such an outcome (reward=prm_verifier)."""
 
     option: ClassVar[str] = "process_min"
     outcome_apart: ClassVar[bool] = True
     estimate: ClassVar = staticmethod(process_min_advantages)
+
+    def __init__(self, scale: bool | str = True, eps: float = 1e-4, min_spread: float = 0.0,
+                 outcome_scale: bool | str | None = None):
+        super().__init__(scale=scale, eps=eps, min_spread=min_spread)
+        if outcome_scale is not None:
+            scale_name(outcome_scale)
+        self.outcome_scale = outcome_scale
+
+    def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None, outcome=None, weights=(1.0, 1.0)):
+        if self.outcome_scale is None:
+            return super().__call__(rewards, group_size, step_rewards, step_end_mask, outcome=outcome)
+        if outcome is None:
+            raise ValueError(
+                f"advantage.outcome_scale={self.outcome_scale!r} gives the verifier's outcome beside a PRM its own advantage, "
+                "but this reward has no outcome term apart from its step rewards: use reward=prm_verifier (a PRM and the "
+                "verifier), or leave advantage.outcome_scale=null")
+        if step_rewards is None or step_end_mask is None:
+            raise ValueError(f"supervision={self.option} needs step_rewards and step_end_mask [N, T]")
+        return process_min_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,
+                                      min_spread=self.min_spread, outcome=outcome, outcome_scale=self.outcome_scale,
+                                      weights=weights)

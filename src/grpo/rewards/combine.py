@@ -51,6 +51,7 @@ class Scores:
     components: dict[str, list[float | None]] = field(default_factory=dict)  # per component: [N] value, None = abstained
     lowest: dict[str, list[float | None]] = field(default_factory=dict)  # process, per step component: [N] its lowest step reward
     outcome: list[float] | None = None  # process with outcome_apart: [N] weighted sum of the outcome-only components
+    weights: tuple[float, float] | None = None  # with outcome: the total weight of the step components and of the outcome ones
     invalid: int = 0  # invalid values (and completions every component abstained on) counted as 0
 
     def means(self) -> dict[str, float]:
@@ -159,6 +160,8 @@ class WeightedRewards:
             scores.outcome = [self._weighted(i, {c.name: v for c, v in outcome_only}, [c for c, _ in outcome_only])
                               for i in range(len(completions))]
             scores.steps = [sorted(acc.items()) for acc in per_row]
+            scores.weights = (sum(c.weight for c in self.components.values() if hasattr(c.fn, "steps")),
+                              sum(c.weight for c, _ in outcome_only))
             return scores
         if process:  # an outcome value is the reward of the final step: the last step a step component gave, else the last character
             last = [max(acc) if acc else len(t) - 1 for acc, t in zip(per_row, completions)]

@@ -108,6 +108,13 @@ class GroupRollout:
             raise ValueError(f"grpo.eos_credit=false moves process rewards off the EOS token, but {type(advantages).__name__} "
                              "gives every token of a row the row's advantage (EOS included); use it with supervision=process, "
                              "process_min or process_progress, or leave grpo.eos_credit=true")
+        if getattr(advantages, "outcome_scale", None) is not None and reward is not None:
+            kinds = {hasattr(c.fn, "steps") for c in WeightedRewards.of(reward).components.values()}
+            if kinds != {True, False}:
+                raise ValueError(
+                    f"advantage.outcome_scale={advantages.outcome_scale!r} gives the verifier's outcome beside a PRM its own "
+                    "advantage, but this reward has no outcome term apart from step rewards: use reward=prm_verifier (a "
+                    "PRM and the verifier), or leave advantage.outcome_scale=null")
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
@@ -238,6 +245,8 @@ class GroupRollout:
         extra = {"components": self._components(scores)} if getattr(self.advantages, "needs_components", False) else {}
         if scores.outcome is not None:  # process_min + a verifier: the outcome as a term of its own
             extra["outcome"] = torch.tensor(scores.outcome)
+            if getattr(self.advantages, "outcome_scale", None) is not None:  # ... with its own advantage (decoupled)
+                extra["weights"] = scores.weights
         advantages = self.advantages(rewards, G, step_rewards, step_end_mask, **extra)  # [N] or [N, T]
         row_has_signal = (advantages != 0).reshape(len(texts), -1).any(-1)  # [N]
         group_has_signal = row_has_signal.view(-1, G).any(-1)  # [questions]
