@@ -161,14 +161,19 @@ class ProcessMinAdvantages(StepAdvantages):
             scale_name(outcome_scale)
         self.outcome_scale = outcome_scale
 
+    def check_outcome(self, given: bool) -> None:
+        """With outcome_scale set, the reward must give an outcome beside its step rewards (`given`): else a clear error
+        (the rollout calls this when it is built, with whether the reward has both kinds of component)."""
+        if self.outcome_scale is not None and not given:
+            raise ValueError(
+                f"advantage.outcome_scale={self.outcome_scale!r} gives the verifier's outcome beside a PRM its own advantage, "
+                "but this reward has no outcome term apart from step rewards: use reward=prm_verifier (a PRM and the "
+                "verifier), or leave advantage.outcome_scale=null")
+
     def __call__(self, rewards, group_size, step_rewards=None, step_end_mask=None, outcome=None, weights=(1.0, 1.0)):
         if self.outcome_scale is None:
             return super().__call__(rewards, group_size, step_rewards, step_end_mask, outcome=outcome)
-        if outcome is None:
-            raise ValueError(
-                f"advantage.outcome_scale={self.outcome_scale!r} gives the verifier's outcome beside a PRM its own advantage, "
-                "but this reward has no outcome term apart from its step rewards: use reward=prm_verifier (a PRM and the "
-                "verifier), or leave advantage.outcome_scale=null")
+        self.check_outcome(outcome is not None)
         if step_rewards is None or step_end_mask is None:
             raise ValueError(f"supervision={self.option} needs step_rewards and step_end_mask [N, T]")
         return process_min_advantages(step_rewards, step_end_mask, group_size, scale=self.scale, eps=self.eps,

@@ -108,13 +108,9 @@ class GroupRollout:
             raise ValueError(f"grpo.eos_credit=false moves process rewards off the EOS token, but {type(advantages).__name__} "
                              "gives every token of a row the row's advantage (EOS included); use it with supervision=process, "
                              "process_min or process_progress, or leave grpo.eos_credit=true")
-        if getattr(advantages, "outcome_scale", None) is not None and reward is not None:
+        if hasattr(advantages, "check_outcome") and reward is not None:  # an estimator that takes an outcome apart (decoupled)
             kinds = {hasattr(c.fn, "steps") for c in WeightedRewards.of(reward).components.values()}
-            if kinds != {True, False}:
-                raise ValueError(
-                    f"advantage.outcome_scale={advantages.outcome_scale!r} gives the verifier's outcome beside a PRM its own "
-                    "advantage, but this reward has no outcome term apart from step rewards: use reward=prm_verifier (a "
-                    "PRM and the verifier), or leave advantage.outcome_scale=null")
+            advantages.check_outcome(kinds == {True, False})  # both step and outcome components
         self.engine, self.advantages, self.group_size = engine, advantages, group_size
         self.reward, self.task, self.tokenizer = reward, task, tokenizer
         self.skip_zero_spread, self.invalid_reward, self.logprob_chunk = skip_zero_spread, invalid_reward, logprob_chunk
