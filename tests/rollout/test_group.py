@@ -351,7 +351,8 @@ def test_process_min_gets_the_verifier_outcome_apart(lm, task, problems, outcome
 
 def test_decoupled_outcome_needs_a_prm_and_an_outcome_beside_it(lm, task):
     """advantage.outcome_scale set with a reward that has no outcome term apart from step rewards (a PRM alone, or a
-    verifier alone) fails when the rollout is built, before any model is trained, and says what to use."""
+    verifier alone) fails when the rollout is built, before the first GRPO step (the initial reward model is built
+    and cached by then, so a rerun reuses it), and says what to use."""
     from grpo.algo.process_min import ProcessMinAdvantages
     from grpo.rewards.combine import WeightedRewards
 
