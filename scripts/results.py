@@ -124,9 +124,7 @@ def table(cells: dict[str, list[Series]], metrics=None) -> str:
 def compare(cells: dict[str, list[Series]], a: str, b: str, metric: str = "val/accuracy", step: int | None = None) -> str:
     """A line: how far cell a's `metric` is from cell b's (points), final or at evaluation `step`, with the
     permutation test's p."""
-    unknown = [name for name in (a, b) if name not in cells]
-    if unknown:
-        raise SystemExit(f"No cell named {unknown}; the cells are: {sorted(cells)}")
+    a, b = cell_named(cells, a, "--compare"), cell_named(cells, b, "--compare")
     curves = {name: [dict(run[metric]) for run in cells[name] if run.get(metric)] for name in (a, b)}  # step -> value
     if step is None:
         values = {name: [curve[max(curve)] for curve in curves[name]] for name in (a, b)}
@@ -176,8 +174,7 @@ def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 
     greedy at evaluation `step` with its p, final pass@k / maj@k, the policy entropy at the last step, seconds per
     GRPO step (each run's median, then the median over its seeds; comparable only between runs on the same machine under
     the same load)."""
-    if baseline not in cells:
-        raise SystemExit(f"No cell named {baseline!r}; the cells are: {sorted(cells)}")
+    baseline = cell_named(cells, baseline, "--baseline")
     metric = "val/accuracy"
     extra = [t for t in held_out_metrics(cells) if t != metric]
 
@@ -214,9 +211,9 @@ def against_baseline(cells: dict[str, list[Series]], baseline: str, step: int = 
     return "\n".join(lines)
 
 
-def cell_named(cells: dict[str, list[Series]], key: str) -> str:
+def cell_named(cells: dict[str, list[Series]], key: str, option: str = "--label") -> str:
     """The cell `key` names: its whole name, a part of the name that no other cell's has, or else the start of
-    exactly one cell's name."""
+    exactly one cell's name (`option`: the command-line option that gave it, for the error)."""
     if key in cells:
         return key
     found = [name for name in cells if key in name]
@@ -224,7 +221,7 @@ def cell_named(cells: dict[str, list[Series]], key: str) -> str:
         found = [name for name in found if name.startswith(key)]
     if len(found) != 1:
         how = "no" if not found else f"{len(found)}"
-        raise SystemExit(f"--label {key!r} names {how} cells; give a cell's name as the table prints it, a part of "
+        raise SystemExit(f"{option} {key!r} names {how} cells; give a cell's name as the table prints it, a part of "
                          f"it only that name has, or the start of only that name. The cells: {'; '.join(sorted(cells))}")
     return found[0]
 
@@ -277,7 +274,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results.png"), help="where the plot goes")
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
     parser.add_argument("--compare", nargs=2, action="append", metavar=("CELL_A", "CELL_B"), default=[],
-                        help="two cells' names as the table prints them: the difference of their mean final "
+                        help="two cells, each named as --label names one (its name as the table prints it, or a part of "
+                             "it only that name has, e.g. advantage.outcome_scale=group): the difference of their mean final "
                              "val/accuracy and the exact permutation test's p over their seeds (repeatable)")
     parser.add_argument("--seeds", nargs="+", default=["seed"], metavar="KEY",
                         help="overrides a cell pools over (default: seed); with several, e.g. --seeds seed model.seed, "
@@ -285,7 +283,7 @@ def main() -> None:
     parser.add_argument("--at-step", type=int, default=None,
                         help="--compare the evaluation at this GRPO step (e.g. 50) instead of the last one")
     parser.add_argument("--baseline", default=None, metavar="CELL",
-                        help="a cell's name (e.g. variant=grpo): a second table compares every cell with it (p-values, "
+                        help="a cell, named as --label names one (e.g. variant=grpo): a second table compares every cell with it (p-values, "
                              "greedy at --at-step or 50, entropy at the end, seconds per step)")
     parser.add_argument("--label", nargs=2, action="append", default=[], metavar=("CELL", "TEXT"),
                         help="the plot's legend text for a cell: CELL is its name as the table prints it, a part of "

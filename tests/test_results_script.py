@@ -55,8 +55,12 @@ def test_table_groups_seeds_and_reports_before_after_change(tmp_path, results):
     assert results.compare(cells, "supervision=outcome", "supervision=process") == (
         "val/accuracy after: [supervision=outcome] - [supervision=process] = +40.0 points over 2 and 1 seeds, "
         "exact permutation test p = 0.333")
-    with pytest.raises(SystemExit, match="No cell named"):
+    with pytest.raises(SystemExit, match=r"--compare 'supervision=rloo' names no cells"):
         results.compare(cells, "supervision=outcome", "supervision=rloo")
+    # a cell is named as --label names one: a part of its name that only it has gives the same line, full names in it
+    assert results.compare(cells, "=outcome", "=process") == results.compare(cells, "supervision=outcome", "supervision=process")
+    with pytest.raises(SystemExit, match=r"--compare 'supervision=' names 2 cells"):
+        results.compare(cells, "supervision=", "supervision=process")
     # at step 50: outcome 60, 70 against process 40: +25 points; only 40 alone reaches |25| (60 alone: -5, 70: -20)
     assert results.compare(cells, "supervision=outcome", "supervision=process", step=50) == (
         "val/accuracy at step 50: [supervision=outcome] - [supervision=process] = +25.0 points over 2 and 1 seeds, "
@@ -117,8 +121,9 @@ def test_against_baseline_compares_every_cell_with_one(tmp_path, results):
     assert cols(lines[3]) == ["variant=grpo", "2", "80.0 ± 14.1 [70.0, 90.0]", "-", "65.0 ± 7.1", "-", "40.0 ± 7.1", "0.500", "2.00"]
     # dapo against it: final 40 vs 70, 90 -> p = 1/3 (as in the test above); at 50: 65 vs 60, 70 -> difference 0, p = 1
     assert cols(lines[4]) == ["variant=dapo", "1", "40.0 ± 0.0 [40.0, 40.0]", "0.333", "65.0 ± 0.0", "1.000", "20.0 ± 0.0", "-", "-"]
-    with pytest.raises(SystemExit, match="No cell named"):
+    with pytest.raises(SystemExit, match=r"--baseline 'variant=nope' names no cells"):
         results.against_baseline(cells, "variant=nope")
+    assert results.against_baseline(cells, "grpo") == results.against_baseline(cells, "variant=grpo")  # only its name has it
 
 
 def test_several_updates_per_grpo_step_are_read_in_grpo_steps(tmp_path, results):
