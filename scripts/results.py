@@ -274,17 +274,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("results.png"), help="where the plot goes")
     parser.add_argument("--no-plot", action="store_true", help="print the table only")
     parser.add_argument("--compare", nargs=2, action="append", metavar=("CELL_A", "CELL_B"), default=[],
-                        help="two cells, each named as --label names one (its name as the table prints it, or a part of "
-                             "it only that name has, e.g. advantage.outcome_scale=group): the difference of their mean final "
-                             "val/accuracy and the exact permutation test's p over their seeds (repeatable)")
+                        help="two cells, each named as --label names one (its name as the table prints it, or a "
+                             "part of it only that name has, e.g. advantage.outcome_scale=group): the difference of "
+                             "their mean final val/accuracy and the exact permutation test's p over their seeds "
+                             "(repeatable)")
     parser.add_argument("--seeds", nargs="+", default=["seed"], metavar="KEY",
                         help="overrides a cell pools over (default: seed); with several, e.g. --seeds seed model.seed, "
                              "each key's share of the spread of final accuracy is printed per cell")
     parser.add_argument("--at-step", type=int, default=None,
                         help="--compare the evaluation at this GRPO step (e.g. 50) instead of the last one")
     parser.add_argument("--baseline", default=None, metavar="CELL",
-                        help="a cell, named as --label names one (e.g. variant=grpo): a second table compares every cell with it (p-values, "
-                             "greedy at --at-step or 50, entropy at the end, seconds per step)")
+                        help="a cell, named as --label names one (e.g. variant=grpo): a second table compares "
+                             "every cell with it (p-values, greedy at --at-step or 50, entropy at the end, seconds "
+                             "per step)")
     parser.add_argument("--label", nargs=2, action="append", default=[], metavar=("CELL", "TEXT"),
                         help="the plot's legend text for a cell: CELL is its name as the table prints it, a part of "
                              "it only that name has (e.g. reward=prm_verifier), or the start of only that name; e.g. "
